@@ -16,7 +16,10 @@ import sys
 from magnet_triton.errors import MagnetError
 
 #: Modules that add sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES = ("magnet_triton.segment_local",)
+COMMAND_MODULES = (
+    "magnet_triton.segment_local",
+    "magnet_triton.evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -163,10 +163,11 @@ def _validate(s: Settings) -> None:
         )
     cw, ch = s.crop_size
     first_w, first_h = s.scales[0]
+    if cw > first_w or ch > first_h:
+        raise MagnetError(f"crop_size {cw}x{ch} is larger than the first scale {first_w}x{first_h}")
     if (first_w, first_h) != (cw, ch):
-        what = "more than one patch" if first_w > cw or first_h > ch else "smaller than the crop"
         raise MagnetError(
-            f"the first scale {first_w}x{first_h} is {what}: it must equal crop_size {cw}x{ch}, "
+            f"the first scale {first_w}x{first_h} is more than one patch: it must equal crop_size {cw}x{ch}, "
             "because the coarse pass sees the whole image as one patch"
         )
     for (pw, ph), (w, h) in zip(s.scales, s.scales[1:]):
