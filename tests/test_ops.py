@@ -60,7 +60,7 @@ def _bilinear_direct(plane: np.ndarray, y: float, x: float) -> float:
     if y < -1.0 or y > height or x < -1.0 or x > width:
         return 0.0
     y, x = max(y, 0.0), max(x, 0.0)
-    y0, x0 = int(math.floor(y)), int(math.floor(x))
+    y0, x0 = math.floor(y), math.floor(x)
     if y0 >= height - 1:
         y0 = y1 = height - 1
         y = float(y0)

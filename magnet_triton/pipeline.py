@@ -1,0 +1,224 @@
+"""The reference MagNet pipeline: ``magnet-spec.md`` step by step, on tensors of any device.
+
+The networks are reached through :class:`Networks`, so the same code runs in-process (PyTorch modules,
+:mod:`magnet_triton.local`) and inside Triton's ``magnet_pipeline`` model (BLS calls). The five
+per-pixel uncertainty steps go through a :class:`~magnet_triton.ops.steps.RefinementSteps`, so CUDA
+kernels can replace the PyTorch versions on a GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from magnet_triton.errors import MagnetError
+from magnet_triton.ops.geometry import patch_grid, patch_ratios, ratios_to_pixels, round_boxes
+from magnet_triton.ops.patches import cut_patches
+from magnet_triton.ops.refine import margin, paste_average, point_count, valid_mask
+from magnet_triton.ops.resize import resize_bilinear, resize_image
+from magnet_triton.ops.roi_align import roi_align
+from magnet_triton.ops.steps import RefinementSteps, steps_for_device
+from magnet_triton.settings import Settings
+
+
+class Networks(Protocol):
+    """The two networks, returning probabilities (softmax over classes)."""
+
+    def backbone(self, patches: torch.Tensor) -> torch.Tensor:
+        """B x 3 x h x w normalised float32 patches -> B x C x h x w float32 probabilities."""
+        ...
+
+    def refiner(self, index: int, fine_and_coarse: torch.Tensor) -> torch.Tensor:
+        """B x 2C x h x w (fine probabilities, then coarse) -> B x C x h x w probabilities."""
+        ...
+
+
+@dataclass
+class SegmentationResult:
+    """What one image gives.
+
+    Attributes:
+        segmentation: H0 x W0 uint8 class map.
+        coarse_segmentation: H0 x W0 uint8 class map of the coarse (step 0) prediction.
+        confidence: H0 x W0 float32, top-1 minus top-2 of the final probabilities.
+        probabilities: 1 x C x H0 x W0 float32 final probabilities, when asked for.
+        timings_s: seconds spent per stage.
+        points_replaced: per refined scale, how many pixels took the refiner's answer.
+    """
+
+    segmentation: np.ndarray
+    coarse_segmentation: np.ndarray
+    confidence: np.ndarray
+    probabilities: torch.Tensor | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    points_replaced: list[int] = field(default_factory=list)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """The image as a contiguous H x W x 3 uint8 array, or a :class:`MagnetError` saying what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise MagnetError(f"the image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise MagnetError(f"the image must be uint8 RGB, got dtype {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise MagnetError(f"the image must be H x W x 3 (RGB), got shape {tuple(image.shape)}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise MagnetError(f"the image is empty: shape {tuple(image.shape)}")
+    return np.ascontiguousarray(image)
+
+
+def select_patches(scores: torch.Tensor, n_patches: int, patch_order: str) -> list[int]:
+    """Indices of the patches to refine, in increasing order (step 5).
+
+    ``uncertain-first`` keeps the ``n_patches`` highest scores (the paper); ``official`` keeps the lowest,
+    as the authors' code does. Ties go to the lower index either way (stable sorts).
+    """
+    n_patches = min(n_patches, scores.numel())
+    descending = patch_order == "uncertain-first"
+    order = torch.sort(scores.cpu(), descending=descending, stable=True).indices
+    return sorted(order[:n_patches].tolist())
+
+
+class _Clock:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str, start: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - start
+        return now
+
+
+def run_magnet(
+    image: np.ndarray,
+    settings: Settings,
+    networks: Networks,
+    *,
+    device: torch.device | str = "cpu",
+    steps: RefinementSteps | None = None,
+    return_probabilities: bool = False,
+) -> SegmentationResult:
+    """Segment one H x W x 3 uint8 RGB image with MagNet as ``settings`` say (every mode).
+
+    ``device`` is where the maps live; the networks get their inputs there. ``steps`` defaults to the
+    CUDA kernels on a CUDA device and the PyTorch steps elsewhere.
+    """
+    image = check_image(image)
+    device = torch.device(device)
+    steps = steps or steps_for_device(device)
+    clock = _Clock(device)
+    out_hw = image.shape[:2]
+
+    t = time.perf_counter()
+    first = settings.scales[0]
+    coarse_patch = cut_patches(resize_image(image, first), [(0, 0, *first)], settings.input_size)
+    t = clock.lap("prepare", t)
+    coarse = networks.backbone(coarse_patch.to(device))
+    t = clock.lap("backbone", t)
+    points: list[int] = []
+
+    if settings.mode == "downsample":
+        probs = coarse
+    elif settings.mode == "patching":
+        probs = _patching(image, settings, networks, device, clock)
+    else:
+        probs = coarse
+        for scale_index in range(1, settings.num_scales):
+            probs, n_replaced = _refine_scale(image, settings, networks, probs, scale_index, steps, clock)
+            points.append(n_replaced)
+
+    t = time.perf_counter()
+    final = resize_bilinear(probs, out_hw)
+    segmentation = final.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+    confidence = margin(final)[0].float().cpu().numpy()
+    coarse_map = resize_bilinear(coarse, out_hw).argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+    clock.lap("finish", t)
+    return SegmentationResult(
+        segmentation=segmentation,
+        coarse_segmentation=coarse_map,
+        confidence=confidence,
+        probabilities=final.cpu() if return_probabilities else None,
+        timings_s=clock.timings,
+        points_replaced=points,
+    )
+
+
+def _patching(
+    image: np.ndarray, settings: Settings, networks: Networks, device: torch.device, clock: _Clock
+) -> torch.Tensor:
+    """The Patching baseline: the backbone on every patch of the last scale, pasted, no refiner."""
+    t = time.perf_counter()
+    size = settings.scales[-1]
+    patches = cut_patches(
+        resize_image(image, size), patch_grid(size, settings.crop_size), settings.input_size
+    )
+    t = clock.lap("prepare", t)
+    fine = networks.backbone(patches.to(device))
+    t = clock.lap("backbone", t)
+    boxes = round_boxes(patch_ratios(size, settings.crop_size), size)
+    pasted = paste_average(fine, boxes, (size[1], size[0]))[None]
+    clock.lap("paste", t)
+    return pasted
+
+
+def _refine_scale(
+    image: np.ndarray,
+    settings: Settings,
+    networks: Networks,
+    probs: torch.Tensor,
+    scale_index: int,
+    steps: RefinementSteps,
+    clock: _Clock,
+) -> tuple[torch.Tensor, int]:
+    """Steps 1-15 for one scale: returns the updated 1 x C x H x W probabilities and the point count."""
+    size = settings.scales[scale_index]
+    width, height = size
+    in_w, in_h = settings.input_size
+    fast = settings.mode == "magnet-fast"
+
+    t = time.perf_counter()
+    probs = resize_bilinear(probs, (height, width))  # step 1
+    ratios = patch_ratios(size, settings.crop_size)
+    boxes = torch.from_numpy(ratios_to_pixels(ratios, size))  # step 2: float pixel boxes
+    uncert = steps.uncertainty(probs)  # step 3
+    n_all = len(ratios)
+    if fast:  # steps 4-5
+        scores = roi_align(uncert[None, None], boxes, (in_h, in_w)).mean(dim=(1, 2, 3))
+        selected = select_patches(scores, settings.n_patches, settings.patch_order)
+    else:
+        selected = list(range(n_all))
+    t = clock.lap("uncertainty", t)
+
+    crops = [patch_grid(size, settings.crop_size)[j] for j in selected]
+    patches = cut_patches(resize_image(image, size), crops, settings.input_size)
+    t = clock.lap("prepare", t)
+    fine = networks.backbone(patches.to(probs.device))  # step 6
+    t = clock.lap("backbone", t)
+    coarse_crops = roi_align(probs, boxes[selected], (in_h, in_w))  # step 7
+    t = clock.lap("roi_align", t)
+    refined = networks.refiner(settings.refiner_index(scale_index), torch.cat([fine, coarse_crops], dim=1))
+    t = clock.lap("refiner", t)
+
+    rounded = round_boxes(ratios[selected], size)  # step 9
+    pasted = paste_average(refined, rounded, (height, width))
+    mask = valid_mask(rounded, (height, width), probs.device) if fast else None
+    zero_where = None
+    if mask is not None:
+        # Ours zeroes the score outside the refined boxes; the authors' code zeroes it inside (see spec).
+        zero_where = mask if settings.patch_order == "official" else ~mask
+    score = steps.error_score(pasted, uncert, zero_where)  # step 10
+    score = steps.smooth(score, (in_h, in_w), settings.smooth_kernel)  # step 11
+    k = point_count(settings.n_points, size, len(selected), n_all)  # step 12
+    indices = steps.topk(score.reshape(-1), k)  # step 13
+    if mask is not None:  # step 14
+        indices = indices[mask.reshape(-1)[indices]]
+    steps.replace(probs, pasted, indices)  # step 15
+    clock.lap("refine", t)
+    return probs, int(indices.numel())
