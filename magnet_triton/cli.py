@@ -18,6 +18,9 @@ from magnet_triton.errors import MagnetError
 #: Modules that add sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
     "magnet_triton.segment_local",
+    "magnet_triton.export.cli",
+    "magnet_triton.export.parity",
+    "magnet_triton.server.command",
     "magnet_triton.evaluate",
 )
 

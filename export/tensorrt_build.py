@@ -1,0 +1,497 @@
+"""TensorRT 10 engines from the exported ONNX graphs, each with a JSON record beside it.
+
+A serialized engine only runs on the TensorRT version and the GPU model it was built for, and nothing
+inside the ``.plan`` file says so in a readable way. So every build writes ``<engine>.json`` (TensorRT
+version, GPU name and compute capability, precision, batch profile, the source ONNX hash, parity
+figures, build time), and :func:`load_engine` reads it first and refuses a mismatched engine with a
+message that names both sides, instead of a deserialisation error or wrong numbers.
+
+TensorRT, torch and pycuda are imported inside the functions that need them: this module, its records
+and the layer-pinning rules are usable (and tested) on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magnet_triton.errors import MagnetError
+from magnet_triton.export.parity import ParityBounds
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from magnet_triton.export.parity import ParityReport
+    from magnet_triton.io_spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+TENSORRT_MISSING = (
+    "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and driver), or use --target cpu"
+)
+PRECISIONS = ("fp32", "fp16")
+#: Layers kept in FP32 in an FP16 engine. ``type:NAME`` matches a ``trt.LayerType`` member name; any
+#: other pattern is a case-insensitive regular expression searched in the layer name, which the ONNX
+#: parser takes from the node name (``/network/ocr_distri_head/object_context_block/MatMul``). Softmax
+#: saturates and the OCR attention sums 256-wide dot products over thousands of pixels: both lose
+#: class ranking in half precision, and both are a negligible share of the run time.
+DEFAULT_FP32_LAYERS: tuple[str, ...] = (
+    "type:SOFTMAX",
+    "type:MATRIX_MULTIPLY",
+    r"object_context_block/(MatMul|Mul|Softmax)",
+)
+DEFAULT_WORKSPACE_BYTES = 4 << 30
+#: Parity bounds of FP16 engines. Half precision keeps ~3 decimal digits; these are first guesses, to
+#: be tightened with measurements on real checkpoints.
+FP16_BOUNDS = ParityBounds(max_abs=5e-2, mean_abs=1e-3, argmax_agreement=0.99)
+
+_logger = None
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or MagnetError :data:`TENSORRT_MISSING`."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise MagnetError(TENSORRT_MISSING) from e
+    return tensorrt
+
+
+def _trt_logger(trt):
+    # One logger for every builder and runtime of the process: TensorRT keeps the first one it sees.
+    global _logger
+    if _logger is None:
+        _logger = trt.Logger(trt.Logger.WARNING)
+    return _logger
+
+
+# ---------------------------------------------------------------------- environment and records
+@dataclass(frozen=True)
+class BuildEnvironment:
+    """What an engine is tied to: the TensorRT version and the GPU model."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "major.minor", e.g. "9.0"
+
+
+def current_environment(device: int = 0) -> BuildEnvironment:
+    """The installed TensorRT and CUDA device ``device``, via torch.cuda or else pycuda."""
+    trt = import_tensorrt()
+    name, capability = gpu_identity(device)
+    return BuildEnvironment(str(trt.__version__), name, capability)
+
+
+def gpu_identity(device: int = 0) -> tuple[str, str]:
+    """(GPU name, "major.minor" compute capability) of CUDA device ``device``."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device)
+            return torch.cuda.get_device_name(device), f"{major}.{minor}"
+    except ImportError:
+        pass
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        dev = cuda.Device(device)
+        major, minor = dev.compute_capability()
+        return dev.name(), f"{major}.{minor}"
+    except Exception as e:  # no pycuda, no driver or no such device: all mean "no usable GPU"
+        raise MagnetError(
+            f"no CUDA GPU {device} found (checked torch.cuda and pycuda: {type(e).__name__}); "
+            "TensorRT engines must be built on the GPU that will run them, or use --target cpu"
+        ) from e
+
+
+@dataclass
+class EngineRecord:
+    """The JSON written next to an engine (``<engine>.json``)."""
+
+    engine: str
+    model: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    profile: dict[str, dict[str, list[int]]]
+    onnx_path: str
+    onnx_sha256: str
+    build_time_s: float
+    built_at: str
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
+    fp32_layers: list[str] = field(default_factory=list)
+    pinned_layers: list[str] = field(default_factory=list)
+    timing_cache: str | None = None
+    timing_cache_loaded: bool = False
+    parity: dict[str, Any] | None = None
+
+    @property
+    def environment(self) -> BuildEnvironment:
+        return BuildEnvironment(self.tensorrt_version, self.gpu_name, self.compute_capability)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f))
+        if missing:
+            raise MagnetError(f"engine record lacks {missing}; rebuild the engine")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def record_path(engine_path: str | os.PathLike[str]) -> Path:
+    """``model.plan`` -> ``model.plan.json``."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def write_record(record: EngineRecord, engine_path: str | os.PathLike[str]) -> Path:
+    path = record_path(engine_path)
+    _atomic_write(path, (json.dumps(record.to_dict(), indent=2) + "\n").encode())
+    return path
+
+
+def read_record(engine_path: str | os.PathLike[str]) -> EngineRecord:
+    path = record_path(engine_path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MagnetError(
+            f"{engine_path} has no build record {path.name}: its TensorRT version and GPU are unknown; "
+            "rebuild it with this package"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise MagnetError(f"cannot read engine record {path}: {e}") from e
+    return EngineRecord.from_dict(data)
+
+
+def check_compatibility(record: EngineRecord, current: BuildEnvironment, engine_path: str = "engine") -> None:
+    """Raise MagnetError unless ``record`` was built with ``current``'s TensorRT version and GPU."""
+    built = record.environment
+    mismatch = []
+    if built.tensorrt_version != current.tensorrt_version:
+        mismatch.append("TensorRT version")
+    if built.compute_capability != current.compute_capability:
+        mismatch.append("compute capability")
+    if built.gpu_name != current.gpu_name:
+        mismatch.append("GPU")
+    if mismatch:
+        raise MagnetError(
+            f"{engine_path} was built with TensorRT {built.tensorrt_version} for {built.gpu_name} "
+            f"(compute capability {built.compute_capability}), but this machine has TensorRT "
+            f"{current.tensorrt_version} and {current.gpu_name} (compute capability "
+            f"{current.compute_capability}); {', '.join(mismatch)} differ. Rebuild the engine here."
+        )
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- precision pinning
+def select_fp32_layers(layers: Iterable[tuple[str, str]], patterns: Sequence[str]) -> list[str]:
+    """Names of the layers that ``patterns`` pin to FP32.
+
+    Args:
+        layers: (layer name, layer type name) pairs, the type as ``trt.LayerType`` spells it ("SOFTMAX").
+        patterns: ``type:NAME`` (case-insensitive type match) or a regular expression searched,
+            case-insensitively, in the layer name.
+    """
+    types = {p[5:].strip().upper() for p in patterns if p.lower().startswith("type:")}
+    try:
+        regexes = [re.compile(p, re.IGNORECASE) for p in patterns if not p.lower().startswith("type:")]
+    except re.error as e:
+        raise MagnetError(f"bad FP32 layer pattern: {e}") from e
+    return [
+        name
+        for name, type_name in layers
+        if type_name.upper() in types or any(r.search(name) for r in regexes)
+    ]
+
+
+def _enum_name(value: Any) -> str:
+    # pybind11 enums have ``.name``; fall back to "LayerType.SOFTMAX" -> "SOFTMAX".
+    return str(getattr(value, "name", None) or str(value).rsplit(".", 1)[-1])
+
+
+def _pin_fp32(trt, network, patterns: Sequence[str]) -> list[str]:
+    """Set precision and output types of the matching layers to FP32; returns their names.
+
+    Layers with a non-float output (shape arithmetic, indices) are skipped: TensorRT rejects a float
+    type constraint on them, and they are exact anyway.
+    """
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    floats = (trt.float32, trt.float16)
+    eligible = {
+        layer.name: layer
+        for layer in layers
+        if layer.type not in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE)
+        and layer.num_outputs > 0
+        and all(layer.get_output(j).dtype in floats for j in range(layer.num_outputs))
+    }
+    chosen = select_fp32_layers(((n, _enum_name(lay.type)) for n, lay in eligible.items()), patterns)
+    for name in chosen:
+        layer = eligible[name]
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+    log.info("pinned %d of %d layers to FP32", len(chosen), len(layers))
+    return chosen
+
+
+# ---------------------------------------------------------------------- build and load
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
+    spec: ModelSpec,
+    *,
+    precision: str = "fp32",
+    min_batch: int = 1,
+    opt_batch: int | None = None,
+    max_batch: int | None = None,
+    fp32_layers: Sequence[str] = DEFAULT_FP32_LAYERS,
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+    timing_cache_path: str | os.PathLike[str] | None = None,
+    parity: Mapping[str, Any] | None = None,
+    device: int = 0,
+) -> EngineRecord:
+    """Build a serialized engine for ``spec``'s network from ``onnx_path``; write it and its record.
+
+    The optimisation profile spans batches ``min_batch``..``max_batch`` (default: the spec's
+    ``max_batch_size``), tuned for ``opt_batch`` (default ``max_batch``). ``fp16`` enables half
+    precision and obeys FP32 constraints on ``fp32_layers``; ``fp32`` also turns TF32 off, which
+    TensorRT enables by default and which would not meet the FP32 parity bounds. A timing cache at
+    ``timing_cache_path`` is read when it exists and written back afterwards, so rebuilds skip kernel
+    timing. ``parity`` figures (e.g. ``ParityReport.to_dict()``) go into the record as given.
+    """
+    if precision not in PRECISIONS:
+        raise MagnetError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if workspace_bytes < 1:
+        raise MagnetError(f"workspace_bytes must be positive, got {workspace_bytes}")
+    shapes = spec.batch_profile(min_batch, opt_batch, max_batch)
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise MagnetError(f"no ONNX file at {onnx_path}")
+    trt = import_tensorrt()
+    env = current_environment(device)
+    logger = _trt_logger(trt)
+
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: every network has an explicit batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise MagnetError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    if inputs != spec.input_names or outputs != spec.output_names:
+        raise MagnetError(
+            f"{onnx_path} has I/O {inputs} -> {outputs}; {spec.name} needs {spec.input_names} -> {spec.output_names}"
+        )
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    pinned: list[str] = []
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        pinned = _pin_fp32(trt, network, fp32_layers)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+    cache_path = Path(timing_cache_path) if timing_cache_path else None
+    cache_loaded = False
+    if cache_path is not None:
+        blob = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = config.create_timing_cache(blob) if blob else None
+        cache_loaded = cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+        if not cache_loaded:
+            if blob:
+                log.warning("timing cache %s is for another GPU or TensorRT; starting a new one", cache_path)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+    log.info(
+        "building %s engine for %s (%s, batch %s) on %s",
+        precision,
+        spec.name,
+        onnx_path.name,
+        shapes,
+        env.gpu_name,
+    )
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_time = time.perf_counter() - start
+    if serialized is None:
+        raise MagnetError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why")
+    _atomic_write(engine_path, memoryview(serialized))
+    if cache_path is not None:
+        _atomic_write(cache_path, memoryview(config.get_timing_cache().serialize()))
+
+    record = EngineRecord(
+        engine=engine_path.name,
+        model=spec.name,
+        tensorrt_version=env.tensorrt_version,
+        gpu_name=env.gpu_name,
+        compute_capability=env.compute_capability,
+        precision=precision,
+        profile={
+            n: {"min": list(lo), "opt": list(opt), "max": list(hi)} for n, (lo, opt, hi) in shapes.items()
+        },
+        onnx_path=str(onnx_path),
+        onnx_sha256=file_sha256(onnx_path),
+        build_time_s=round(build_time, 3),
+        built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        workspace_bytes=int(workspace_bytes),
+        fp32_layers=list(fp32_layers) if precision == "fp16" else [],
+        pinned_layers=pinned,
+        timing_cache=str(cache_path) if cache_path else None,
+        timing_cache_loaded=cache_loaded,
+        parity=dict(parity) if parity is not None else None,
+    )
+    write_record(record, engine_path)
+    log.info("built %s in %.1f s", engine_path, build_time)
+    return record
+
+
+@dataclass
+class LoadedEngine:
+    """A deserialized engine with the runtime that must outlive it and its build record."""
+
+    engine: Any
+    runtime: Any
+    record: EngineRecord
+    device: int = 0
+
+
+def load_engine(engine_path: str | os.PathLike[str], *, device: int = 0) -> LoadedEngine:
+    """Deserialize ``engine_path`` after checking its record against this TensorRT and GPU."""
+    record = read_record(engine_path)
+    trt = import_tensorrt()
+    check_compatibility(record, current_environment(device), str(engine_path))
+    runtime = trt.Runtime(_trt_logger(trt))
+    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+    if engine is None:
+        raise MagnetError(f"TensorRT could not deserialize {engine_path}; rebuild it")
+    return LoadedEngine(engine, runtime, record, device)
+
+
+def run_engine(loaded: LoadedEngine, inputs: np.ndarray) -> np.ndarray:
+    """Run a one-input engine on B x ... float32 ``inputs``; returns its first output as float32.
+
+    Buffers are torch CUDA tensors; the engine runs on its own stream, ordered after the copies.
+    """
+    import torch
+
+    trt = import_tensorrt()
+    engine = loaded.engine
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    in_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    out_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    torch_types = {trt.float32: torch.float32, trt.float16: torch.float16}
+    device = torch.device("cuda", loaded.device)
+    context = engine.create_execution_context()
+    x = torch.from_numpy(inputs).to(device=device, dtype=torch.float32).contiguous()
+    if not context.set_input_shape(in_names[0], tuple(x.shape)):
+        raise MagnetError(
+            f"input shape {tuple(x.shape)} is outside the engine's profile {loaded.record.profile}"
+        )
+    context.set_tensor_address(in_names[0], x.data_ptr())
+    outs = {}
+    for name in out_names:
+        dtype = torch_types[engine.get_tensor_dtype(name)]
+        outs[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device=device)
+        context.set_tensor_address(name, outs[name].data_ptr())
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise MagnetError(f"TensorRT failed to run {loaded.record.engine}")
+    stream.synchronize()
+    return outs[out_names[0]].float().cpu().numpy()
+
+
+def compare_engine_with_onnxruntime(
+    engine_path: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str],
+    *,
+    batch: int = 2,
+    seed: int = 0,
+    bounds: ParityBounds | None = None,
+    device: int = 0,
+) -> ParityReport:
+    """Engine against onnxruntime on the same realistic inputs (see ``parity.make_inputs``).
+
+    The network kind and size come from the graph: a ``FINE_AND_COARSE`` input is the refiner.
+    ``bounds`` default to the FP32 ones for FP32 engines and :data:`FP16_BOUNDS` for FP16 engines.
+    """
+    import onnx
+
+    from magnet_triton.export.parity import (
+        DEFAULT_BOUNDS,
+        ParityReport,
+        make_inputs,
+        onnx_input_size,
+        probability_errors,
+        run_onnxruntime,
+    )
+    from magnet_triton.io_spec import FINE_AND_COARSE
+
+    loaded = load_engine(engine_path, device=device)
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    size = onnx_input_size(onnx_path)
+    num_classes = graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    network = "refinement" if graph.input[0].name == FINE_AND_COARSE else "backbone"
+    if size is None or not num_classes:
+        raise MagnetError(f"{onnx_path} must have static C x h x w dims to compare")
+    inputs = make_inputs(network, num_classes, size, batch, seed)
+    errors = probability_errors(run_engine(loaded, inputs), run_onnxruntime(onnx_path, inputs))
+    if bounds is None:
+        bounds = FP16_BOUNDS if loaded.record.precision == "fp16" else DEFAULT_BOUNDS
+    return ParityReport(
+        network=network,
+        num_classes=num_classes,
+        onnx_path=str(onnx_path),
+        input_size=size,
+        batch=batch,
+        seed=seed,
+        backend=f"tensorrt-{loaded.record.precision}",
+        bounds=bounds,
+        **errors,
+    )

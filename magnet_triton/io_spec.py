@@ -1,0 +1,320 @@
+"""The one declarative description of every Triton model's inputs and outputs.
+
+ONNX export (input/output names, the dynamic batch axis), TensorRT optimisation profiles, the
+``config.pbtxt`` generator and the client all derive from these objects, so a name or a shape is
+written down exactly once. Only numpy is imported here: the client installs without torch.
+
+Dims never include the batch dimension. Models with ``max_batch_size > 0`` (the two networks) get a
+leading batch dimension from Triton, which the ONNX files name :data:`BATCH_AXIS`; models with
+``max_batch_size == 0`` (pipeline, decode, ensemble) take the dims as written. ``-1`` marks a dimension
+whose size is only known per request (the image height and width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from magnet_triton.errors import MagnetError
+
+if TYPE_CHECKING:
+    from magnet_triton.settings import Settings
+
+# ---------------------------------------------------------------------- model names
+BACKBONE_MODEL = "magnet_backbone"
+REFINER_MODEL = "magnet_refiner"
+PIPELINE_MODEL = "magnet_pipeline"
+DECODE_MODEL = "magnet_decode"
+ENSEMBLE_MODEL = "magnet"
+
+# ---------------------------------------------------------------------- tensor names
+PATCHES = "PATCHES"
+FINE_AND_COARSE = "FINE_AND_COARSE"
+PROBABILITIES = "PROBABILITIES"
+IMAGE = "IMAGE"
+IMAGE_BYTES = "IMAGE_BYTES"
+MODE = "MODE"
+N_POINTS = "N_POINTS"
+N_PATCHES = "N_PATCHES"
+PATCH_ORDER = "PATCH_ORDER"
+SEGMENTATION = "SEGMENTATION"
+COARSE_SEGMENTATION = "COARSE_SEGMENTATION"
+CONFIDENCE = "CONFIDENCE"
+
+#: Name of the dynamic batch axis in the ONNX files and the TensorRT profiles.
+BATCH_AXIS = "batch"
+
+#: Triton dtype name -> numpy dtype. BYTES travels as numpy ``object`` arrays of ``bytes``.
+_NUMPY_DTYPES: dict[str, np.dtype] = {
+    "FP32": np.dtype(np.float32),
+    "FP16": np.dtype(np.float16),
+    "UINT8": np.dtype(np.uint8),
+    "INT32": np.dtype(np.int32),
+    "BYTES": np.dtype(np.object_),
+}
+TRITON_DTYPES: tuple[str, ...] = tuple(_NUMPY_DTYPES)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a Triton model.
+
+    Attributes:
+        name: tensor name, as in ``config.pbtxt``, the ONNX graph and gRPC requests.
+        dtype: Triton dtype name, one of :data:`TRITON_DTYPES` ("FP32", "FP16", "UINT8", "INT32", "BYTES").
+        dims: shape without the batch dimension; -1 marks a per-request size.
+        optional: an input a request may leave out (Triton ``optional: true``).
+        description: what the tensor holds, with units; ends up in generated docs and comments.
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _NUMPY_DTYPES:
+            raise MagnetError(f"tensor {self.name}: unknown dtype {self.dtype!r}; use one of {TRITON_DTYPES}")
+        dims = tuple(int(d) for d in self.dims)
+        if any(d == 0 or d < -1 for d in dims):
+            raise MagnetError(f"tensor {self.name}: dims must be positive or -1, got {dims}")
+        object.__setattr__(self, "dims", dims)
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype of this tensor's data (``object`` for BYTES)."""
+        return _NUMPY_DTYPES[self.dtype]
+
+    @property
+    def config_dtype(self) -> str:
+        """The dtype as ``config.pbtxt`` spells it, e.g. ``TYPE_FP32`` (``TYPE_STRING`` for BYTES)."""
+        return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
+
+    @property
+    def is_static(self) -> bool:
+        """True when every dim (batch aside) is fixed."""
+        return all(d > 0 for d in self.dims)
+
+    def shape(self, batch: int | None = None) -> tuple[int, ...]:
+        """The full shape: ``(batch, *dims)`` when ``batch`` is given, else ``dims``."""
+        return self.dims if batch is None else (int(batch), *self.dims)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The interface of one Triton model.
+
+    Attributes:
+        name: the model's name in the repository.
+        inputs, outputs: its tensors, in the order the ONNX graph and config list them.
+        max_batch_size: Triton's ``max_batch_size``; 0 means the dims are the full shapes.
+    """
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        if self.max_batch_size < 0:
+            raise MagnetError(f"model {self.name}: max_batch_size must be >= 0, got {self.max_batch_size}")
+        names = [t.name for t in (*self.inputs, *self.outputs)]
+        if len(set(names)) != len(names):
+            raise MagnetError(f"model {self.name}: tensor names repeat: {names}")
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def input(self, name: str) -> TensorSpec:
+        return _find(self, self.inputs, name, "input")
+
+    def output(self, name: str) -> TensorSpec:
+        return _find(self, self.outputs, name, "output")
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """``torch.onnx.export`` dynamic axes: axis 0 of every tensor is :data:`BATCH_AXIS` (batched models)."""
+        if not self.batched:
+            return {}
+        return {t.name: {0: BATCH_AXIS} for t in (*self.inputs, *self.outputs)}
+
+    def batch_profile(
+        self, min_batch: int = 1, opt_batch: int | None = None, max_batch: int | None = None
+    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """TensorRT optimisation profile: input name -> (min, opt, max) shapes with the batch axis.
+
+        ``max_batch`` defaults to ``max_batch_size`` and ``opt_batch`` to ``max_batch``. Needs a batched
+        model whose inputs are otherwise static (the networks are).
+        """
+        if not self.batched:
+            raise MagnetError(f"model {self.name} has no batch axis; it has no TensorRT profile")
+        max_batch = self.max_batch_size if max_batch is None else int(max_batch)
+        opt_batch = max_batch if opt_batch is None else int(opt_batch)
+        if not 1 <= min_batch <= opt_batch <= max_batch:
+            raise MagnetError(
+                f"batch profile must satisfy 1 <= min <= opt <= max, got {min_batch}, {opt_batch}, {max_batch}"
+            )
+        if max_batch > self.max_batch_size:
+            raise MagnetError(
+                f"max batch {max_batch} exceeds the model's max_batch_size {self.max_batch_size}"
+            )
+        profile = {}
+        for t in self.inputs:
+            if not t.is_static:
+                raise MagnetError(f"input {t.name} of {self.name} has dynamic dims {t.dims}")
+            profile[t.name] = (t.shape(min_batch), t.shape(opt_batch), t.shape(max_batch))
+        return profile
+
+
+def _find(model: ModelSpec, tensors: tuple[TensorSpec, ...], name: str, kind: str) -> TensorSpec:
+    for t in tensors:
+        if t.name == name:
+            return t
+    raise MagnetError(f"model {model.name} has no {kind} {name!r}; it has {[t.name for t in tensors]}")
+
+
+# ---------------------------------------------------------------------- the models
+def _patch_dims(settings: Settings, channels: int) -> tuple[int, int, int]:
+    iw, ih = settings.input_size
+    return (channels, ih, iw)
+
+
+def _check_batch(max_batch_size: int) -> int:
+    if isinstance(max_batch_size, bool) or int(max_batch_size) != max_batch_size or max_batch_size < 1:
+        raise MagnetError(f"max_batch_size of a network must be a whole number >= 1, got {max_batch_size!r}")
+    return int(max_batch_size)
+
+
+def backbone_spec(settings: Settings, max_batch_size: int) -> ModelSpec:
+    """The backbone: normalised patches in, class probabilities out (softmax inside the graph)."""
+    c = settings.num_classes
+    return ModelSpec(
+        name=BACKBONE_MODEL,
+        inputs=(
+            TensorSpec(
+                PATCHES,
+                "FP32",
+                _patch_dims(settings, 3),
+                description="B x 3 x ih x iw RGB patches, /255 then ImageNet mean/std normalised",
+            ),
+        ),
+        outputs=(
+            TensorSpec(
+                PROBABILITIES, "FP32", _patch_dims(settings, c), description="B x C x ih x iw softmax over C"
+            ),
+        ),
+        max_batch_size=_check_batch(max_batch_size),
+    )
+
+
+def refiner_spec(settings: Settings, max_batch_size: int) -> ModelSpec:
+    """The refiner: fine then coarse probabilities in, merged probabilities out.
+
+    Every refiner of a checkpoint set is a version of this one model: see :func:`refiner_version`.
+    """
+    c = settings.num_classes
+    return ModelSpec(
+        name=REFINER_MODEL,
+        inputs=(
+            TensorSpec(
+                FINE_AND_COARSE,
+                "FP32",
+                _patch_dims(settings, 2 * c),
+                description="B x 2C x ih x iw: fine probabilities (channels 0..C-1), then coarse",
+            ),
+        ),
+        outputs=(
+            TensorSpec(
+                PROBABILITIES, "FP32", _patch_dims(settings, c), description="B x C x ih x iw softmax over C"
+            ),
+        ),
+        max_batch_size=_check_batch(max_batch_size),
+    )
+
+
+def refiner_version(refiner_index: int) -> int:
+    """Triton version of the refiner with 0-based ``refiner_index`` (versions start at 1)."""
+    return int(refiner_index) + 1
+
+
+def _override_inputs() -> tuple[TensorSpec, ...]:
+    return (
+        TensorSpec(
+            MODE, "BYTES", (1,), optional=True, description="magnet | magnet-fast | downsample | patching"
+        ),
+        TensorSpec(
+            N_POINTS, "FP32", (1,), optional=True, description="> 1 points per scale, else a fraction"
+        ),
+        TensorSpec(N_PATCHES, "INT32", (1,), optional=True, description="-1 all, 0 none, k > 0 MagNet-Fast"),
+        TensorSpec(PATCH_ORDER, "BYTES", (1,), optional=True, description="uncertain-first | official"),
+    )
+
+
+def _segmentation_outputs() -> tuple[TensorSpec, ...]:
+    return (
+        TensorSpec(SEGMENTATION, "UINT8", (-1, -1), description="H0 x W0 class map of the final scale"),
+        TensorSpec(
+            COARSE_SEGMENTATION, "UINT8", (-1, -1), description="H0 x W0 class map of the coarse pass"
+        ),
+        TensorSpec(CONFIDENCE, "FP32", (-1, -1), description="H0 x W0 probability of the chosen class"),
+    )
+
+
+def pipeline_spec(settings: Settings) -> ModelSpec:
+    """The BLS pipeline: one decoded RGB image in, class maps out. ``settings`` fixes nothing here yet,
+    but is taken so every constructor has the same shape and future settings-dependent dims fit."""
+    del settings
+    return ModelSpec(
+        name=PIPELINE_MODEL,
+        inputs=(
+            TensorSpec(IMAGE, "UINT8", (-1, -1, 3), description="H0 x W0 x 3 RGB image"),
+            *_override_inputs(),
+        ),
+        outputs=_segmentation_outputs(),
+        max_batch_size=0,
+    )
+
+
+def decode_spec() -> ModelSpec:
+    """PNG/JPEG bytes in, H0 x W0 x 3 uint8 RGB out."""
+    return ModelSpec(
+        name=DECODE_MODEL,
+        inputs=(TensorSpec(IMAGE_BYTES, "BYTES", (1,), description="one PNG or JPEG file"),),
+        outputs=(TensorSpec(IMAGE, "UINT8", (-1, -1, 3), description="H0 x W0 x 3 RGB image"),),
+        max_batch_size=0,
+    )
+
+
+def ensemble_spec(settings: Settings) -> ModelSpec:
+    """The public entry point: encoded image bytes (and the pipeline's optional overrides) in."""
+    pipeline = pipeline_spec(settings)
+    return ModelSpec(
+        name=ENSEMBLE_MODEL,
+        inputs=(decode_spec().input(IMAGE_BYTES), *(t for t in pipeline.inputs if t.name != IMAGE)),
+        outputs=pipeline.outputs,
+        max_batch_size=0,
+    )
+
+
+def all_specs(settings: Settings, *, backbone_max_batch: int, refiner_max_batch: int) -> list[ModelSpec]:
+    """Every model of the repository, networks first."""
+    return [
+        backbone_spec(settings, backbone_max_batch),
+        refiner_spec(settings, refiner_max_batch),
+        pipeline_spec(settings),
+        decode_spec(),
+        ensemble_spec(settings),
+    ]

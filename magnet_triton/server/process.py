@@ -1,0 +1,351 @@
+"""``TritonServer``: one ``tritonserver`` process serving a model repository, as a context manager.
+
+The server runs inside the current Python environment: this environment's ``bin`` goes first on
+``PATH``, which is how the embedded interpreter of each Python-backend stub finds the virtual
+environment (its ``pyvenv.cfg``), so ``model.py`` files import the caller's packages, editable installs
+included. Readiness and the model index are read over HTTP with the standard library, so starting a
+server needs no tritonclient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from magnet_triton.errors import MagnetError
+from magnet_triton.server.install import ServerInstall, find_tritonserver
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+#: Python-backend shared memory per model instance. Triton's own default (1 MiB, growing by 1 MiB) makes
+#: every large image grow the pool in many small steps; 64 MiB holds a float32 3 x 2048 x 2048 image.
+DEFAULT_PYTHON_SHM_BYTE_SIZE = 64 * MIB
+DEFAULT_PYTHON_SHM_GROWTH_BYTE_SIZE = 64 * MIB
+#: How many lines of the server log a startup error quotes.
+LOG_TAIL_LINES = 40
+_ERROR_LINE = re.compile(r"^E\d{4} ")
+#: Errors the bundled server always logs on a machine without a GPU.
+_HARMLESS = ("CudaDriverHelper has not been initialized",)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (another process may still take it later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _warn_if_numpy2() -> None:
+    try:
+        version = importlib.metadata.version("numpy")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if int(version.split(".")[0]) >= 2:
+        log.warning(
+            "NumPy %s is installed in this environment; the bundled Python backend then sends BLS inputs "
+            "built from numpy arrays as empty buffers ('input byte size mismatch', see "
+            "docs/design.md). Install numpy<2.",
+            version,
+        )
+
+
+class TritonServer:
+    """A ``tritonserver`` process serving one model repository; a context manager.
+
+    ``start()`` returns once the server is live and every model is ready. Ports left as None are
+    picked free on ``host``; a port clash at startup is retried with new free ports.
+
+    Args:
+        model_repository: the folder passed as ``--model-repository``.
+        grpc_port, http_port, metrics_port: ports; None picks free ones.
+        host: address the endpoints bind to; 127.0.0.1 keeps the server local.
+        startup_timeout_s: seconds to wait for readiness.
+        stop_timeout_s: seconds to wait after SIGTERM before SIGKILL.
+        extra_args: more ``tritonserver`` arguments, appended last.
+        log_path: file for the server's stdout and stderr; None uses a temporary file.
+        python_shm_default_byte_size, python_shm_growth_byte_size: Python-backend shared memory
+            per model instance (``--backend-config=python,shm-...``); /dev/shm must hold them.
+        install: the server to run; None calls :func:`find_tritonserver`.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str],
+        *,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout_s: float = 120.0,
+        stop_timeout_s: float = 40.0,
+        extra_args: Sequence[str] = (),
+        log_path: str | os.PathLike[str] | None = None,
+        python_shm_default_byte_size: int = DEFAULT_PYTHON_SHM_BYTE_SIZE,
+        python_shm_growth_byte_size: int = DEFAULT_PYTHON_SHM_GROWTH_BYTE_SIZE,
+        install: ServerInstall | None = None,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self._requested_ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        self._ports: dict[str, int] = {}
+        self.host = host
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.extra_args = tuple(extra_args)
+        self._user_log_path = Path(log_path) if log_path is not None else None
+        self._log_path: Path | None = None
+        self._final_log = ""
+        self.python_shm_default_byte_size = python_shm_default_byte_size
+        self.python_shm_growth_byte_size = python_shm_growth_byte_size
+        self._install = install
+        self._proc: subprocess.Popen[bytes] | None = None
+        # A prefix of our own for the stubs' /dev/shm regions, so stop() can remove what a killed
+        # server leaves behind without touching other servers' regions.
+        self._shm_prefix = f"magnet_triton_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+
+    # -- endpoints ---------------------------------------------------------------------------------
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def _url(self, name: str) -> str:
+        if name not in self._ports:
+            raise RuntimeError("the server has not been started")
+        return f"{self._client_host}:{self._ports[name]}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint, as ``tritonclient.grpc`` takes it."""
+        return self._url("grpc")
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint, as ``tritonclient.http`` takes it."""
+        return self._url("http")
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://host:port/metrics``, the Prometheus endpoint."""
+        return f"http://{self._url('metrics')}/metrics"
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file the running server logs to (None before start, or after stop for a temporary log)."""
+        return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        """Everything the server has written to stdout and stderr so far."""
+        if self._log_path is not None and self._log_path.is_file():
+            return self._log_path.read_text(errors="replace")
+        return self._final_log
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the server log."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The ``tritonserver`` command line for the current ports."""
+        install = self._install or find_tritonserver()
+        cmd = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self._ports['grpc']}",
+            f"--http-address={self.host}",
+            f"--http-port={self._ports['http']}",
+            "--allow-metrics=true",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self._ports['metrics']}",
+            f"--backend-config=python,shm-default-byte-size={self.python_shm_default_byte_size}",
+            f"--backend-config=python,shm-growth-byte-size={self.python_shm_growth_byte_size}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+        ]
+        if install.backend_dir is not None:
+            cmd.insert(2, f"--backend-directory={install.backend_dir}")
+        if install.cache_dir is not None:
+            cmd.insert(3, f"--cache-directory={install.cache_dir}")
+        return [*cmd, *self.extra_args]
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: this one, with this Python's ``bin`` and the install's libraries first."""
+        install = self._install or find_tritonserver()
+        env = dict(os.environ)
+        # The stub's embedded interpreter locates its prefix through PATH: putting this environment's
+        # bin first makes it find this venv's pyvenv.cfg and so its site-packages (and .pth files).
+        env["PATH"] = os.pathsep.join([str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")])
+        libs = [str(p) for p in install.library_paths]
+        if env.get("LD_LIBRARY_PATH"):
+            libs.append(env["LD_LIBRARY_PATH"])
+        if libs:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+        return env
+
+    def start(self) -> TritonServer:
+        """Start the server and wait until it is live and all models are ready.
+
+        Raises:
+            MagnetError: the repository is missing, no server is installed, or the server exited or
+                was not ready within ``startup_timeout_s``; the message quotes the end of its log.
+        """
+        if self._proc is not None:
+            raise RuntimeError("the server is already started")
+        if not self.model_repository.is_dir():
+            raise MagnetError(f"model repository {self.model_repository} is not a folder")
+        _warn_if_numpy2()
+        if self._install is None:
+            self._install = find_tritonserver()
+        attempts = 1 if all(p is not None for p in self._requested_ports.values()) else 3
+        for attempt in range(attempts):
+            self._launch()
+            try:
+                self._wait_ready()
+                return self
+            except MagnetError:
+                port_clash = "already in use" in self.log_text()
+                self.stop()
+                if not (port_clash and attempt + 1 < attempts):
+                    raise
+                log.info("port clash at startup, retrying with other free ports")
+            except BaseException:  # Ctrl-C while waiting: leave no server behind
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        self._ports = {
+            name: port if port is not None else free_port(self._client_host)
+            for name, port in self._requested_ports.items()
+        }
+        if self._user_log_path is not None:
+            self._user_log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_path = self._user_log_path
+        else:
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        cmd = self.command()
+        log.info("starting %s", " ".join(cmd))
+        with open(self._log_path, "wb") as log_file:
+            # A session of its own: Ctrl-C in a terminal reaches us, not the server (we stop it in
+            # order), and stop() can kill the stubs with the server as one process group.
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        started = time.monotonic()
+        deadline = started + self.startup_timeout_s
+        ready_url = f"http://{self.http_url}/v2/health/ready"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise MagnetError(self._startup_failure(f"tritonserver exited with status {code}"))
+            # Triton starts strict-ready (the default): 200 only once every model is ready.
+            with contextlib.suppress(OSError), urllib.request.urlopen(ready_url, timeout=2.0) as response:
+                if response.status == 200:
+                    log.info("tritonserver ready in %.1f s", time.monotonic() - started)
+                    return
+            if time.monotonic() > deadline:
+                raise MagnetError(
+                    self._startup_failure(f"tritonserver was not ready after {self.startup_timeout_s:.0f} s")
+                )
+            time.sleep(0.2)
+
+    def _startup_failure(self, what: str) -> str:
+        lines = self.log_text().splitlines()
+        tail = lines[-LOG_TAIL_LINES:]
+        # Model-load errors sit in the model table and E-lines, often above the last lines.
+        earlier = [
+            line
+            for line in lines[:-LOG_TAIL_LINES]
+            if "UNAVAILABLE" in line or (_ERROR_LINE.match(line) and not any(h in line for h in _HARMLESS))
+        ]
+        text = "\n".join([*earlier, *(["..."] if earlier else []), *tail])
+        hints = []
+        if "already in use" in text:
+            ports = ", ".join(f"{name} {port}" for name, port in self._ports.items())
+            hints.append(f"a port is already in use ({ports}): choose others, or leave them unset")
+        if "shm" in text.lower() or "shared memory" in text.lower():
+            hints.append(
+                "/dev/shm must hold python_shm_default_byte_size per model instance (in Docker, raise --shm-size)"
+            )
+        return f"{what}; end of its log ({self._log_path}):\n{text}" + "".join(f"\nhint: {h}" for h in hints)
+
+    def ready_models(self) -> list[str]:
+        """Names of the models that are ready, from the repository index."""
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/index",
+            data=json.dumps({"ready": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5.0) as response:
+                index = json.load(response)
+        except (OSError, ValueError) as e:
+            raise MagnetError(f"could not read the model index from {self.http_url}: {e}") from e
+        return sorted(entry["name"] for entry in index if entry.get("state") == "READY")
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL to its process group after ``stop_timeout_s``.
+
+        Waits for the process (no zombie), kills stubs that outlive it and removes their shared
+        memory. Safe to call more than once.
+        """
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver did not stop in %.0f s, killing it", self.stop_timeout_s)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            # Stubs are in the server's process group; any left behind would keep shared memory.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+                log.warning("killed processes (Python-backend stubs) left in tritonserver's process group")
+            for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        if self._log_path is not None:
+            self._final_log = self.log_text()
+            if self._user_log_path is None:
+                with contextlib.suppress(OSError):
+                    self._log_path.unlink()
+            self._log_path = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,30 @@
+"""Reading the ``parameters`` of a model's ``config.pbtxt`` inside a Python-backend model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def model_parameters(args: dict[str, Any]) -> dict[str, str]:
+    """``parameters { key: ... value { string_value: ... } }`` of the model config, as a plain dict."""
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def instance_device(args: dict[str, Any]) -> str:
+    """``cuda:N`` for a GPU instance, else ``cpu``."""
+    if args.get("model_instance_kind") == "GPU":
+        return f"cuda:{int(args.get('model_instance_device_id', 0))}"
+    return "cpu"
+
+
+def invalid_argument(pb_utils: Any, message: str) -> Any:
+    """A ``TritonError`` with status INVALID_ARGUMENT: the caller's mistake, so clients don't retry it.
+
+    Python backends older than 23.09 have no error codes; they report INTERNAL instead.
+    """
+    code = getattr(getattr(pb_utils, "TritonError", None), "INVALID_ARG", None)
+    if code is None:
+        return pb_utils.TritonError(message)
+    return pb_utils.TritonError(message, code)

@@ -1,0 +1,46 @@
+"""``magnet_decode``: encoded PNG/JPEG bytes -> H x W x 3 uint8 RGB, the first step of the ``magnet`` ensemble."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from magnet_triton import io_spec
+from magnet_triton.errors import MagnetError
+from magnet_triton.imageio import decode_image
+from magnet_triton.model_repository.config_params import invalid_argument
+
+log = logging.getLogger(__name__)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb_utils = pb_utils
+
+    def _decode(self, request: Any) -> Any:
+        pb = self.pb_utils
+        data = pb.get_input_tensor_by_name(request, io_spec.IMAGE_BYTES).as_numpy()
+        if data.size != 1:
+            raise MagnetError(f"{io_spec.IMAGE_BYTES} must hold one encoded image, got {data.size} elements")
+        encoded = data.reshape(-1)[0]
+        if not isinstance(encoded, bytes):
+            encoded = bytes(encoded)
+        image = decode_image(encoded, source=f"the {io_spec.IMAGE_BYTES} input")
+        return pb.InferenceResponse(output_tensors=[pb.Tensor(io_spec.IMAGE, image)])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._decode(request))
+            except MagnetError as e:
+                responses.append(
+                    self.pb_utils.InferenceResponse(error=invalid_argument(self.pb_utils, str(e)))
+                )
+            except Exception as e:
+                log.exception("magnet_decode failed")
+                error = self.pb_utils.TritonError(f"internal error in {io_spec.DECODE_MODEL}: {e}")
+                responses.append(self.pb_utils.InferenceResponse(error=error))
+        return responses

@@ -1,0 +1,103 @@
+"""``magnet_pipeline``: the MagNet loop inside Triton (Python backend, BLS to the two networks).
+
+The algorithm is :func:`magnet_triton.pipeline.run_magnet`, the same function ``segment-local`` runs;
+only the networks differ (:class:`BLSNetworks`). A bad request gets an error response of its own and
+never fails the other requests of the batch or the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from magnet_triton import io_spec
+from magnet_triton.errors import MagnetError
+from magnet_triton.model_repository.bls_networks import BLSNetworks
+from magnet_triton.model_repository.config_params import instance_device, invalid_argument, model_parameters
+from magnet_triton.model_repository.overrides import OVERRIDE_INPUTS, apply_overrides
+from magnet_triton.ops.steps import steps_for_device
+from magnet_triton.pipeline import check_image, run_magnet
+from magnet_triton.settings import settings_from_dict
+
+log = logging.getLogger(__name__)
+
+#: Refused above this many pixels unless the config says otherwise: the final C x H x W float32 maps
+#: must fit in memory several times over (19 classes x 16 MP x 4 bytes = 1.2 GB per map).
+DEFAULT_MAX_IMAGE_PIXELS = 16 * 1024 * 1024
+
+
+def check_image_size(image: np.ndarray, max_pixels: int) -> None:
+    height, width = image.shape[:2]
+    if height * width > max_pixels:
+        raise MagnetError(
+            f"the image is {width}x{height} = {width * height} pixels, over this server's limit of "
+            f"{max_pixels} (parameter max_image_pixels of {io_spec.PIPELINE_MODEL}); send a smaller image"
+        )
+
+
+def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
+    """Overrides from optional inputs and from request parameters (inputs win)."""
+    raw: dict[str, Any] = {}
+    parameters = json.loads(request.parameters() or "{}")
+    for name in OVERRIDE_INPUTS:
+        if name.lower() in parameters:
+            raw[name] = parameters[name.lower()]
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            raw[name] = tensor.as_numpy()
+    return raw
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb_utils = pb_utils
+        params = model_parameters(args)
+        self.settings = settings_from_dict(json.loads(params["settings"]))
+        self.max_image_pixels = int(params.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+        self.device = torch.device(instance_device(args))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.steps = steps_for_device(self.device)
+        self.networks = BLSNetworks(
+            pb_utils, device=self.device, max_batch=int(params.get("bls_max_batch", "8"))
+        )
+        torch.set_num_threads(int(params.get("torch_threads", "1")))
+        log.info(
+            "magnet_pipeline ready: preset %s on %s, steps %s", self.settings.name, self.device, self.steps
+        )
+
+    def _segment(self, request: Any) -> Any:
+        pb = self.pb_utils
+        image_tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE)
+        image = check_image(image_tensor.as_numpy())
+        check_image_size(image, self.max_image_pixels)
+        settings = apply_overrides(self.settings, request_overrides(request, pb))
+        result = run_magnet(image, settings, self.networks, device=self.device, steps=self.steps)
+        return pb.InferenceResponse(
+            output_tensors=[
+                pb.Tensor(io_spec.SEGMENTATION, result.segmentation),
+                pb.Tensor(io_spec.COARSE_SEGMENTATION, result.coarse_segmentation),
+                pb.Tensor(io_spec.CONFIDENCE, result.confidence.astype(np.float32)),
+            ]
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._segment(request))
+            except MagnetError as e:
+                responses.append(
+                    self.pb_utils.InferenceResponse(error=invalid_argument(self.pb_utils, str(e)))
+                )
+            except Exception as e:  # a bug or a failed network: this request fails, the server goes on
+                log.exception("magnet_pipeline failed")
+                message = f"internal error in {io_spec.PIPELINE_MODEL}: {type(e).__name__}: {e}"
+                responses.append(self.pb_utils.InferenceResponse(error=self.pb_utils.TritonError(message)))
+        return responses

@@ -1,0 +1,184 @@
+"""The served pipeline: a real tritonserver (the bundled one) on free ports, a real gRPC client.
+
+Every test talks to one server started for this module from a tiny CPU repository with random weights.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from magnet_triton import io_spec
+from tests.tiny_repository import SEED, TINY, build_tiny_repository
+
+pytestmark = pytest.mark.server
+grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from magnet_triton.errors import MagnetError
+    from magnet_triton.server import TritonServer, find_tritonserver
+
+    try:
+        find_tritonserver()
+    except MagnetError as e:
+        pytest.skip(f"no tritonserver here: {e}")
+    repository = build_tiny_repository(tmp_path_factory.mktemp("tiny"))
+    with TritonServer(repository, log_path=repository.parent / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with grpc.InferenceServerClient(server.grpc_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference_networks():
+    from magnet_triton.local import load_networks
+
+    # The same seeded weights as the exported repository, in PyTorch.
+    return load_networks(TINY, None, [], random_seed=SEED, max_batch=4)
+
+
+def scene(height: int = 150, width: int = 230, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width])
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tensor(name: str, array: np.ndarray, dtype: str):
+    t = grpc.InferInput(name, list(array.shape), dtype)
+    t.set_data_from_numpy(array)
+    return t
+
+
+def overrides(**values):
+    specs = {"MODE": "BYTES", "N_POINTS": "FP32", "N_PATCHES": "INT32", "PATCH_ORDER": "BYTES"}
+    inputs = []
+    for key, value in values.items():
+        name = key.upper()
+        if specs[name] == "BYTES":
+            array = np.array([str(value).encode()], dtype=object)
+        else:
+            array = np.array([value], dtype=np.float32 if specs[name] == "FP32" else np.int32)
+        inputs.append(tensor(name, array, specs[name]))
+    return inputs
+
+
+def segment(client, image: np.ndarray, **values):
+    result = client.infer(
+        io_spec.PIPELINE_MODEL, [tensor(io_spec.IMAGE, image, "UINT8"), *overrides(**values)]
+    )
+    return result.as_numpy(io_spec.SEGMENTATION), result.as_numpy(io_spec.COARSE_SEGMENTATION)
+
+
+def assert_good_request_succeeds(client) -> None:
+    segmentation, _ = segment(client, scene(40, 50), mode="downsample")
+    assert segmentation.shape == (40, 50)
+
+
+@pytest.mark.parametrize("mode", ["magnet", "magnet-fast", "downsample", "patching"])
+def test_every_mode_matches_the_in_process_pipeline(client, reference_networks, mode):
+    from magnet_triton.pipeline import run_magnet
+
+    image = scene()
+    served, served_coarse = segment(client, image, mode=mode)
+    local = run_magnet(image, TINY.with_overrides(mode=mode), reference_networks)
+    assert served.shape == image.shape[:2] and served.dtype == np.uint8
+    # onnxruntime and PyTorch differ by ~1e-7 in the probabilities; that can flip a pixel whose two best
+    # classes are tied to that precision, or a tied point of the top-k, and nothing else.
+    assert (served == local.segmentation).mean() >= 0.999
+    assert (served_coarse == local.coarse_segmentation).mean() >= 0.999
+    assert len(np.unique(served)) > 1
+
+
+def test_the_ensemble_decodes_png_bytes_like_the_raw_pipeline(client):
+    image = scene(seed=1)
+    raw, _ = segment(client, image, mode="magnet-fast")
+    inputs = [tensor(io_spec.IMAGE_BYTES, np.array([png_bytes(image)], dtype=object), "BYTES")]
+    encoded = client.infer(io_spec.ENSEMBLE_MODEL, inputs + overrides(mode="magnet-fast"))
+    np.testing.assert_array_equal(encoded.as_numpy(io_spec.SEGMENTATION), raw)
+    assert encoded.as_numpy(io_spec.CONFIDENCE).dtype == np.float32
+
+
+def test_overrides_also_arrive_as_request_parameters(client):
+    image = scene(seed=2)
+    by_input, _ = segment(client, image, mode="downsample")
+    result = client.infer(
+        io_spec.PIPELINE_MODEL, [tensor(io_spec.IMAGE, image, "UINT8")], parameters={"mode": "downsample"}
+    )
+    np.testing.assert_array_equal(result.as_numpy(io_spec.SEGMENTATION), by_input)
+    full, _ = segment(client, image)
+    assert not np.array_equal(full, by_input), "the default (magnet) should differ from downsample here"
+
+
+BAD_REQUESTS = {
+    "float image": lambda: [tensor(io_spec.IMAGE, scene(20, 20).astype(np.float32), "FP32")],
+    "rank 2 image": lambda: [tensor(io_spec.IMAGE, scene(20, 20)[:, :, 0].copy(), "UINT8")],
+    "four channels": lambda: [tensor(io_spec.IMAGE, np.zeros((20, 20, 4), np.uint8), "UINT8")],
+    "empty image": lambda: [tensor(io_spec.IMAGE, np.zeros((0, 20, 3), np.uint8), "UINT8")],
+    "unknown mode": lambda: [tensor(io_spec.IMAGE, scene(20, 20), "UINT8"), *overrides(mode="turbo")],
+    "NaN n_points": lambda: [
+        tensor(io_spec.IMAGE, scene(20, 20), "UINT8"),
+        *overrides(n_points=float("nan")),
+    ],
+    "negative n_points": lambda: [tensor(io_spec.IMAGE, scene(20, 20), "UINT8"), *overrides(n_points=-5)],
+    "absurd n_points": lambda: [tensor(io_spec.IMAGE, scene(20, 20), "UINT8"), *overrides(n_points=1e30)],
+    "negative n_patches": lambda: [tensor(io_spec.IMAGE, scene(20, 20), "UINT8"), *overrides(n_patches=-7)],
+    "absurd n_patches": lambda: [tensor(io_spec.IMAGE, scene(20, 20), "UINT8"), *overrides(n_patches=2**30)],
+    "unknown patch order": lambda: [
+        tensor(io_spec.IMAGE, scene(20, 20), "UINT8"),
+        *overrides(patch_order="x"),
+    ],
+    "image over the size limit": lambda: [tensor(io_spec.IMAGE, np.zeros((700, 700, 3), np.uint8), "UINT8")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_a_bad_request_gets_a_clear_error_and_the_next_one_succeeds(client, case):
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(io_spec.PIPELINE_MODEL, BAD_REQUESTS[case]())
+    message = error.value.message()
+    assert message and "Traceback" not in message
+    assert_good_request_succeeds(client)
+
+
+@pytest.mark.parametrize("payload", [b"", b"definitely not a PNG", png_bytes(scene(30, 30))[:60]])
+def test_corrupt_bytes_get_a_clear_error_from_the_ensemble(client, payload):
+    inputs = [tensor(io_spec.IMAGE_BYTES, np.array([payload], dtype=object), "BYTES")]
+    with pytest.raises(grpc.InferenceServerException, match="IMAGE_BYTES input is"):
+        client.infer(io_spec.ENSEMBLE_MODEL, inputs)
+    assert_good_request_succeeds(client)
+
+
+def test_the_size_limit_error_names_the_limit(client):
+    with pytest.raises(grpc.InferenceServerException, match="limit of 360000"):
+        client.infer(io_spec.PIPELINE_MODEL, BAD_REQUESTS["image over the size limit"]())
+
+
+def test_concurrent_requests_all_return_their_own_correct_result(client, server):
+    images = [scene(seed=10 + i) for i in range(4)]
+    expected = [segment(client, image, mode="magnet")[0] for image in images]
+
+    def call(index: int) -> np.ndarray:
+        with grpc.InferenceServerClient(server.grpc_url) as own:
+            return segment(own, images[index], mode="magnet")[0]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(call, [0, 1, 2, 3, 0, 1, 2, 3]))
+    for index, result in enumerate(results):
+        np.testing.assert_array_equal(result, expected[index % 4])

@@ -1,0 +1,50 @@
+"""A small CPU model repository with seeded random weights, for the server tests.
+
+The published presets need minutes per image on two cores, so the server tier uses a custom preset of
+the same shape (three scales, two refiners, FPN backbone) at 64 x 64 patches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magnet_triton.settings import Settings
+
+SEED = 7
+
+TINY = Settings(
+    name="tiny",
+    scales=((64, 64), (128, 128), (256, 256)),
+    crop_size=(64, 64),
+    input_size=(64, 64),
+    num_classes=5,
+    backbone="fpn",
+    n_refiners=2,
+    n_points=0.25,
+    smooth_kernel=3,
+    fast_n_patches=2,
+)
+
+
+def build_tiny_repository(root: Path, *, max_image_pixels: int = 600 * 600, max_batch: int = 4) -> Path:
+    """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``."""
+    from magnet_triton.export.artifacts import build_artifacts
+    from magnet_triton.export.repository import RepositoryOptions, write_repository
+
+    artifacts = build_artifacts(
+        TINY,
+        backbone_checkpoint=None,
+        refiner_checkpoints=[],
+        random_seed=SEED,
+        out_dir=root / "artifacts",
+        max_batch=max_batch,
+    )
+    options = RepositoryOptions(max_batch=max_batch, max_image_pixels=max_image_pixels, pipeline_instances=2)
+    return write_repository(
+        root / "repository",
+        TINY,
+        options,
+        backbone_model=artifacts.backbone_onnx,
+        refiner_models=artifacts.refiner_onnx,
+        provenance=artifacts.provenance,
+    )
