@@ -80,13 +80,13 @@ def _serve(args: argparse.Namespace) -> int:
         previous = {sig: signal.signal(sig, _interrupt) for sig in handled}
     try:
         server.start()
-        print(f"gRPC     {server.grpc_url}")
-        print(f"HTTP     {server.http_url}")
-        print(f"metrics  {server.metrics_url}")
-        print(f"log      {server.log_path}")
-        print(f"models   {', '.join(server.ready_models()) or '(none)'}")
-        print("serving; Ctrl-C or SIGTERM stops", flush=True)
-        try:
+        try:  # from here on, a signal is a request to stop in order (it can come mid-print)
+            print(f"gRPC     {server.grpc_url}")
+            print(f"HTTP     {server.http_url}")
+            print(f"metrics  {server.metrics_url}")
+            print(f"log      {server.log_path}")
+            print(f"models   {', '.join(server.ready_models()) or '(none)'}")
+            print("serving; Ctrl-C or SIGTERM stops", flush=True)
             while server.is_running():
                 time.sleep(0.5)
             raise MagnetError(

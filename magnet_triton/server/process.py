@@ -50,6 +50,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _group_outlives(pgid: int, *, timeout_s: float) -> bool:
+    """Wait for process group ``pgid`` to empty; True if it still has members after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+
+
 def _warn_if_numpy2() -> None:
     try:
         version = importlib.metadata.version("numpy")
@@ -330,10 +343,14 @@ class TritonServer:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-            # Stubs are in the server's process group; any left behind would keep shared memory.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-                log.warning("killed processes (Python-backend stubs) left in tritonserver's process group")
+            # Stubs are in the server's process group and exit soon after it; one that does not (the
+            # server was killed, or a stub was still initialising) would keep its shared memory.
+            if _group_outlives(proc.pid, timeout_s=2.0):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    log.warning(
+                        "killed processes (Python-backend stubs) left in tritonserver's process group"
+                    )
             for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
