@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from magnet_triton.segment_local import add_settings_arguments
+    from magnet_triton.cli_args import add_checkpoint_arguments, add_settings_arguments
 
     parser = subparsers.add_parser(
         "export",
@@ -30,20 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "target), check each against PyTorch, and write a complete Triton model repository.",
     )
     add_settings_arguments(parser)
-    parser.add_argument("--backbone", metavar="FILE", help="backbone checkpoint in the authors' layout")
-    parser.add_argument(
-        "--refiner",
-        metavar="FILE",
-        nargs="+",
-        default=[],
-        help="one refiner checkpoint per scale transition, or one shared",
-    )
-    parser.add_argument(
-        "--random-weights",
-        type=int,
-        metavar="SEED",
-        help="seeded random weights instead of checkpoints (for trying the bundle)",
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="model repository to create (must not exist or be empty)"
     )
@@ -72,17 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from magnet_triton.cli_args import settings_from_args
     from magnet_triton.export.artifacts import build_artifacts
     from magnet_triton.export.repository import RepositoryOptions, write_repository
-    from magnet_triton.settings import get_preset
 
-    settings = get_preset(
-        args.preset,
-        mode=args.mode,
-        n_points=args.n_points,
-        n_patches=args.n_patches,
-        patch_order=args.patch_order,
-    )
+    settings = settings_from_args(args)
     options = RepositoryOptions(
         target=args.target,
         max_batch=args.max_batch,

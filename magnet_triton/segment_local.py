@@ -6,22 +6,9 @@ import argparse
 import logging
 import time
 
-from magnet_triton.settings import MODES, PATCH_ORDERS, PRESETS
+from magnet_triton.cli_args import add_checkpoint_arguments, add_settings_arguments
 
 log = logging.getLogger(__name__)
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """The preset and the per-run overrides, shared by the commands that run MagNet."""
-    parser.add_argument(
-        "--preset", required=True, choices=sorted(PRESETS), help="published settings to start from"
-    )
-    parser.add_argument("--mode", choices=MODES, help="override the preset's mode")
-    parser.add_argument("--n-points", type=float, help="> 1: points per scale; <= 1: fraction of the pixels")
-    parser.add_argument(
-        "--n-patches", type=int, help="-1: every patch; k > 0: the k most uncertain (MagNet-Fast)"
-    )
-    parser.add_argument("--patch-order", choices=PATCH_ORDERS, help="which patches MagNet-Fast refines")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,17 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of class indices at the image's size.",
     )
     add_settings_arguments(parser)
-    parser.add_argument("--backbone", metavar="FILE", help="backbone checkpoint in the authors' layout")
-    parser.add_argument(
-        "--refiner",
-        metavar="FILE",
-        nargs="+",
-        default=[],
-        help="one refiner checkpoint per scale transition, or one shared",
-    )
-    parser.add_argument(
-        "--random-weights", type=int, metavar="SEED", help="seeded random weights instead of checkpoints"
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--max-batch", type=int, default=8, help="patches per network call")
     parser.add_argument("--coarse-out", metavar="FILE", help="also write the coarse class map here")
@@ -54,19 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from magnet_triton.cli_args import settings_from_args
     from magnet_triton.errors import MagnetError
     from magnet_triton.imageio import read_image, write_class_map
     from magnet_triton.local import load_networks
     from magnet_triton.pipeline import run_magnet
-    from magnet_triton.settings import get_preset
 
-    settings = get_preset(
-        args.preset,
-        mode=args.mode,
-        n_points=args.n_points,
-        n_patches=args.n_patches,
-        patch_order=args.patch_order,
-    )
+    settings = settings_from_args(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise MagnetError(f"--device {args.device} asked for, but PyTorch sees no CUDA GPU; use --device cpu")
     if args.max_batch < 1:
