@@ -1,0 +1,227 @@
+"""What the sync and the asyncio client share: options, channel setup, request inputs, shared memory.
+
+Only the calls differ between the two (``client.infer(...)`` against ``await client.infer(...)``), so
+everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from magnet_triton import io_spec
+from magnet_triton.client.errors import (
+    BadRequestError,
+    MagnetClientError,
+    ServerError,
+    SharedMemoryError,
+    status_name,
+)
+from magnet_triton.client.request import ImageInput, Request, Tensor, Transport, override_tensors, prepare
+from magnet_triton.client.retry import RetryPolicy
+from magnet_triton.client.shm import CudaRegion, Region, SystemRegion
+
+log = logging.getLogger("magnet_triton.client")
+
+DEFAULT_URL = "127.0.0.1:8001"
+#: Triton's gRPC limit (INT32_MAX); the grpc default of 4 MiB would refuse any real image.
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:/\s]+):(\d{1,5})$")
+
+
+def normalize_url(url: str) -> str:
+    """``host:port`` as tritonclient.grpc takes it; ``grpc://`` is dropped, an HTTP URL is refused."""
+    if not isinstance(url, str):
+        raise BadRequestError(f"url must be a 'host:port' string, got {url!r}")
+    text = url.strip()
+    if text.startswith("grpc://"):
+        text = text[len("grpc://") :]
+    if text.startswith(("http://", "https://")):
+        raise BadRequestError(
+            f"url {url!r} looks like an HTTP address; this client speaks gRPC: give host:port of Triton's "
+            "gRPC endpoint (8001 by default), without a scheme"
+        )
+    match = _HOST_PORT.match(text.rstrip("/"))
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise BadRequestError(f"url must be host:port (Triton's gRPC port is 8001 by default), got {url!r}")
+    return text.rstrip("/")
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Validated options of :class:`MagnetClient` and :class:`AsyncMagnetClient` (see their docstrings)."""
+
+    url: str
+    timeout_s: float | None
+    retry: RetryPolicy
+    ssl: bool = False
+    root_certificates_path: str | None = None
+    private_key_path: str | None = None
+    certificate_chain_path: str | None = None
+    cuda_device_id: int = 0
+    collect_server_timings: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", normalize_url(self.url))
+        t = self.timeout_s
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
+        ):
+            raise BadRequestError(f"timeout_s must be a number of seconds > 0 (or None: no limit), got {t!r}")
+        if (
+            isinstance(self.cuda_device_id, bool)
+            or not isinstance(self.cuda_device_id, int)
+            or self.cuda_device_id < 0
+        ):
+            raise BadRequestError(f"cuda_device_id must be a GPU index >= 0, got {self.cuda_device_id!r}")
+        object.__setattr__(self, "headers", dict(self.headers or {}))
+
+    def channel_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``tritonclient.grpc[.aio].InferenceServerClient`` (after the url)."""
+        # Passing channel_args replaces tritonclient's own channel options, so its defaults (message
+        # size limits and keepalive) are repeated here next to the reconnect backoff.
+        channel_args = [
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 2**31 - 1),
+            ("grpc.keepalive_timeout_ms", 20000),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 2),
+            *self.retry.channel_args(),
+        ]
+        return {
+            "ssl": self.ssl,
+            "root_certificates": self.root_certificates_path,
+            "private_key": self.private_key_path,
+            "certificate_chain": self.certificate_chain_path,
+            "channel_args": channel_args,
+        }
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """Per-call keyword arguments of every tritonclient call."""
+        return {"headers": self.headers or None, "client_timeout": self.timeout_s}
+
+
+def make_options(url: str, **kwargs: Any) -> ClientOptions:
+    """:class:`ClientOptions` from the clients' keyword arguments."""
+    retry = RetryPolicy(
+        retries=kwargs.pop("retries"),
+        backoff_s=kwargs.pop("retry_backoff_s"),
+        max_backoff_s=kwargs.pop("retry_max_backoff_s"),
+    )
+    return ClientOptions(url=url, retry=retry, **kwargs)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The per-call options of ``segment``, checked once (also for a whole ``segment_many``)."""
+
+    overrides: tuple[Tensor, ...]
+    transport: Transport
+
+
+def segment_options(
+    *,
+    mode: str | None = None,
+    n_points: float | None = None,
+    n_patches: int | None = None,
+    patch_order: str | None = None,
+    via_shared_memory: bool = False,
+    via_cuda_shared_memory: bool = False,
+) -> SegmentOptions:
+    """Check ``segment``'s keyword arguments (see :meth:`MagnetClient.segment`)."""
+    if via_shared_memory and via_cuda_shared_memory:
+        raise BadRequestError("choose one of via_shared_memory and via_cuda_shared_memory, not both")
+    if via_cuda_shared_memory:
+        transport = Transport.CUDA_SHM
+    elif via_shared_memory:
+        transport = Transport.SYSTEM_SHM
+    else:
+        transport = Transport.GRPC
+    overrides = {"mode": mode, "n_points": n_points, "n_patches": n_patches, "patch_order": patch_order}
+    return SegmentOptions(override_tensors(overrides), transport)
+
+
+def prepare_request(image: ImageInput, options: SegmentOptions) -> Request:
+    """Validate ``image`` and build its request (see :func:`magnet_triton.client.request.prepare`)."""
+    return prepare(image, options.overrides, options.transport)
+
+
+def make_region(request: Request, options: ClientOptions) -> Region | None:
+    """The shared-memory region that carries ``request``'s image, or None to send it inline."""
+    if request.transport is Transport.SYSTEM_SHM:
+        return SystemRegion(request.image.array)
+    if request.transport is Transport.CUDA_SHM:
+        return CudaRegion(request.image.array, options.cuda_device_id)
+    return None
+
+
+def infer_inputs(grpc_module: Any, request: Request, region: Region | None) -> list[Any]:
+    """``InferInput`` objects for ``request``; the image points at ``region`` when there is one."""
+    inputs = []
+    for tensor in request.tensors:
+        infer_input = grpc_module.InferInput(tensor.name, list(tensor.array.shape), tensor.datatype)
+        if region is not None and tensor is request.image:
+            infer_input.set_shared_memory(region.name, region.byte_size)
+        else:
+            infer_input.set_data_from_numpy(tensor.array)
+        inputs.append(infer_input)
+    return inputs
+
+
+def registration_failed(error: BaseException, region: Region, url: str) -> MagnetClientError | None:
+    """A :class:`SharedMemoryError` for a server that refused ``region``; None for errors the retry
+    loop handles itself (the server was unreachable or slow)."""
+    if status_name(error) in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        return None
+    detail = getattr(error, "message", lambda: str(error))()
+    where = "share /dev/shm with it (docker run --ipc=host)" if region.kind == "system" else "see this GPU"
+    return SharedMemoryError(
+        f"the server at {url} could not map the {region.kind} shared-memory region ({detail}); shared memory "
+        f"needs the server on this machine, able to {where}; otherwise send without shared memory"
+    )
+
+
+def image_shape(request: Request) -> tuple[int, int] | None:
+    """(H0, W0) when the pixels are known here (raw arrays), else None."""
+    if request.image.name != io_spec.IMAGE:
+        return None
+    return (int(request.image.array.shape[0]), int(request.image.array.shape[1]))
+
+
+def num_classes_from_config(config: Mapping[str, Any]) -> int:
+    """The class count C from the backbone's ``get_model_config(as_json=True)`` answer."""
+    config = config.get("config", config)
+    for output in config.get("output", []):
+        if output.get("name") == io_spec.PROBABILITIES:
+            dims = [int(d) for d in output.get("dims", [])]
+            # Batched models list dims without the batch axis: C x ih x iw.
+            channel_axis = 0 if int(config.get("max_batch_size", 0)) > 0 else 1
+            if len(dims) > channel_axis:
+                return dims[channel_axis]
+    raise ServerError(
+        f"the {io_spec.BACKBONE_MODEL} config has no {io_spec.PROBABILITIES} output; "
+        "is the server serving a MagNet repository?"
+    )
+
+
+def check_concurrency(max_concurrency: int) -> int:
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise BadRequestError(f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}")
+    return max_concurrency
+
+
+def log_retry(what: str, error: MagnetClientError, attempt: int, policy: RetryPolicy, delay_s: float) -> None:
+    log.warning(
+        "%s failed (attempt %d of %d, %s); retrying in %.2f s",
+        what,
+        attempt,
+        policy.max_attempts,
+        error.status or type(error).__name__,
+        delay_s,
+    )

@@ -1,0 +1,266 @@
+"""``magnet-client``: segment image files with a running server, or check its health.
+
+magnet-client segment photos/*.jpg --url 127.0.0.1:8001 --out maps/ --overlay
+magnet-client health --url 127.0.0.1:8001
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from magnet_triton.client.errors import (
+    BadRequestError,
+    ConnectionFailedError,
+    MagnetClientError,
+    RequestTimeoutError,
+    ServerError,
+)
+from magnet_triton.client.palettes import PALETTE_NAMES
+from magnet_triton.errors import MagnetError
+from magnet_triton.settings import MODES, PATCH_ORDERS
+
+EXIT_OK = 0
+EXIT_BAD_REQUEST = 1
+EXIT_USAGE = 2  # argparse's own status
+EXIT_CONNECTION = 3
+EXIT_TIMEOUT = 4
+EXIT_SERVER = 5
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit status:
+  0  success (health: the server and every model are ready)
+  1  bad input or request: a missing or unreadable file, an image or option the server rejects
+  2  command-line usage error
+  3  could not connect to the server, even after the retries
+  4  a request took longer than --timeout-s
+  5  the server failed (health: it is live, but it or a model is not ready)
+When several images fail, the status is the highest of their codes.
+"""
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit status for ``error`` (see :data:`EPILOG`)."""
+    if isinstance(error, ConnectionFailedError):
+        return EXIT_CONNECTION
+    if isinstance(error, RequestTimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(error, ServerError):
+        return EXIT_SERVER
+    # BadRequestError, SharedMemoryError, DependencyMissingError and local MagnetErrors: fix the input
+    # or the environment and run again.
+    return EXIT_BAD_REQUEST
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="magnet-client",
+        description="Call a MagNet model repository served by Triton (gRPC).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    connection = argparse.ArgumentParser(add_help=False)
+    group = connection.add_argument_group("connection")
+    group.add_argument(
+        "--url", default="127.0.0.1:8001", help="HOST:PORT of Triton's gRPC endpoint (%(default)s)"
+    )
+    group.add_argument("--timeout-s", type=float, default=300.0, help="seconds per request (%(default)s)")
+    group.add_argument(
+        "--retries", type=int, default=3, help="retries while the server is unreachable (%(default)s)"
+    )
+    group.add_argument(
+        "--retry-backoff-s",
+        type=float,
+        default=0.5,
+        help="first wait between retries, doubling (%(default)s)",
+    )
+    group.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+    segment = commands.add_parser(
+        "segment",
+        parents=[connection],
+        help="segment image files; write class maps (and overlays)",
+        description="Segment image files. Writes OUT/<stem>.png, a single-channel PNG of class indices, and "
+        "with --overlay OUT/<stem>_overlay.png, the colours blended over the image.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG, ... files")
+    segment.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the results")
+    segment.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    segment.add_argument(
+        "--palette", choices=PALETTE_NAMES, default="auto", help="overlay colours; auto picks by class count"
+    )
+    segment.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight, 0..1 (%(default)s)")
+    segment.add_argument("--mode", choices=MODES, help="override the server's preset")
+    segment.add_argument(
+        "--n-points", type=float, help="points refined per scale: > 1 a count, else a fraction"
+    )
+    segment.add_argument(
+        "--n-patches", type=int, help="patches refined per scale: -1 all, 0 none, k the k most uncertain"
+    )
+    segment.add_argument("--patch-order", choices=PATCH_ORDERS)
+    segment.add_argument("--concurrency", type=int, default=4, help="requests in flight (%(default)s)")
+    segment.add_argument(
+        "--raw", action="store_true", help="decode here and send pixels, not the encoded file"
+    )
+    segment.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send pixels through system shared memory (implies --raw; the server must run on this machine)",
+    )
+    segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    segment.set_defaults(run=run_segment)
+
+    health = commands.add_parser(
+        "health",
+        parents=[connection],
+        help="print the server's readiness, version and models",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    health.add_argument("--json", action="store_true", help="print the full answer as JSON")
+    health.set_defaults(run=run_health)
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from magnet_triton.client.core import MagnetClient
+
+    return MagnetClient(
+        args.url, timeout_s=args.timeout_s, retries=args.retries, retry_backoff_s=args.retry_backoff_s
+    )
+
+
+# ---------------------------------------------------------------------- segment
+def _check_inputs(images: Sequence[Path]) -> list[Path]:
+    """The input files, each once; a BadRequestError for missing files or two inputs with one stem."""
+    unique = list(dict.fromkeys(images))
+    missing = [str(p) for p in unique if not p.is_file()]
+    if missing:
+        raise BadRequestError(f"no such image file(s): {', '.join(missing)}; check the paths")
+    stems: dict[str, Path] = {}
+    for path in unique:
+        other = stems.setdefault(path.stem, path)
+        if other != path:
+            raise BadRequestError(
+                f"{other} and {path} would both be written as {path.stem}.png; segment them in separate runs"
+            )
+    return unique
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from magnet_triton.client.base import segment_options
+    from magnet_triton.client.overlay import write_overlay
+    from magnet_triton.client.progress import ProgressBar
+    from magnet_triton.imageio import read_image, write_class_map
+
+    if args.concurrency < 1:
+        raise BadRequestError(f"--concurrency must be >= 1, got {args.concurrency}")
+    if not 0 <= args.alpha <= 1:
+        raise BadRequestError(f"--alpha must be in [0, 1], got {args.alpha}")
+    images = _check_inputs(args.images)
+    overrides = {
+        "mode": args.mode,
+        "n_points": args.n_points,
+        "n_patches": args.n_patches,
+        "patch_order": args.patch_order,
+    }
+    segment_options(**overrides)  # a bad override fails once here, not once per image
+    raw = args.raw or args.shared_memory
+    with _client(args) as client:
+        num_classes = client.num_classes() if args.overlay and args.palette == "auto" else None
+
+        def process(path: Path) -> None:
+            pixels = read_image(path) if raw else None
+            source = pixels if pixels is not None else path
+            result = client.segment(source, via_shared_memory=args.shared_memory, **overrides)
+            write_class_map(args.out / f"{path.stem}.png", result.segmentation)
+            if args.overlay:
+                image = pixels if pixels is not None else read_image(path)
+                write_overlay(
+                    args.out / f"{path.stem}_overlay.png",
+                    image,
+                    result.segmentation,
+                    args.palette,
+                    args.alpha,
+                    num_classes=num_classes,
+                )
+            logging.getLogger(__name__).info("%s: %.2f s", path, result.latency_s)
+
+        status, written = EXIT_OK, 0
+        bar = ProgressBar(len(images), enabled=None if not args.quiet else False)
+        with (
+            bar,
+            ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="magnet-client") as pool,
+        ):
+            futures: dict[Future[None], Path] = {pool.submit(process, path): path for path in images}
+            try:
+                for future in as_completed(futures):
+                    bar.update()
+                    try:
+                        future.result()
+                        written += 1
+                    except (MagnetClientError, MagnetError) as error:
+                        bar.note(f"magnet-client: error: {futures[future]}: {error}")
+                        status = max(status, exit_code(error))
+                        if isinstance(error, ConnectionFailedError):
+                            break  # every other image would wait through the same retries
+            finally:
+                for future in futures:
+                    future.cancel()
+    if not args.quiet:
+        print(f"wrote {written} of {len(images)} class maps to {args.out}")
+    return status
+
+
+# ---------------------------------------------------------------------- health
+def run_health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        health = client.health()
+    all_ready = health["ready"] and all(model["ready"] for model in health["models"].values())
+    if args.json:
+        print(json.dumps(health, indent=2))
+    else:
+        server = health["server"]
+        print(
+            f"{health['url']}: {server['name']} {server['version']}, "
+            f"live: {'yes' if health['live'] else 'no'}, ready: {'yes' if health['ready'] else 'no'}"
+        )
+        for name, model in health["models"].items():
+            versions = ", ".join(f"v{version} {state}" for version, state in model["versions"].items())
+            reason = f" ({model['reason']})" if model["reason"] else ""
+            print(f"  {name:<20} {'ready' if model['ready'] else 'NOT READY':<10} {versions}{reason}")
+    return EXIT_OK if all_ready else EXIT_SERVER
+
+
+# ---------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits with 2 on usage errors)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="magnet-client: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.run(args)
+    except (MagnetClientError, MagnetError) as error:
+        print(f"magnet-client: error: {error}", file=sys.stderr)
+        return exit_code(error)
+    except KeyboardInterrupt:
+        print("magnet-client: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""``MagnetClient``: segment images with a MagNet model repository served by Triton, over gRPC."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from magnet_triton import io_spec
+from magnet_triton.client import deps
+from magnet_triton.client.base import (
+    DEFAULT_URL,
+    SegmentOptions,
+    check_concurrency,
+    image_shape,
+    infer_inputs,
+    log_retry,
+    make_options,
+    make_region,
+    num_classes_from_config,
+    prepare_request,
+    registration_failed,
+    segment_options,
+)
+from magnet_triton.client.errors import MagnetClientError, from_triton
+from magnet_triton.client.request import ImageInput, Request
+from magnet_triton.client.result import SegmentResult, parse_response, statistics_delta, summarize_health
+from magnet_triton.client.shm import Region
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: ``progress(done, total)``, called after each image of :meth:`MagnetClient.segment_many`.
+ProgressCallback = Callable[[int, int], None]
+
+
+class MagnetClient:
+    """A gRPC client of the ``magnet`` ensemble and the ``magnet_pipeline`` model; a context manager.
+
+    One client holds one gRPC channel and is safe to share between threads.
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        timeout_s: seconds one attempt of a call may take (None: no limit); past it the call raises
+            :class:`RequestTimeoutError` and is not retried.
+        retries: attempts after the first while the server is unreachable (gRPC UNAVAILABLE).
+            A bad request (INVALID_ARGUMENT) is never retried.
+        retry_backoff_s: wait before the first retry; each later wait doubles, up to ``retry_max_backoff_s``.
+        ssl, root_certificates_path, private_key_path, certificate_chain_path: TLS for the channel.
+        cuda_device_id: GPU of the CUDA shared-memory regions (``via_cuda_shared_memory=True``).
+        collect_server_timings: read Triton's statistics before and after each request to fill
+            :attr:`SegmentResult.server_timings` (two more small calls per request).
+        headers: extra gRPC metadata sent with every call (e.g. an auth token).
+
+    Raises:
+        BadRequestError: an option is invalid.
+        DependencyMissingError: tritonclient[grpc] is not installed.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout_s: float | None = 300.0,
+        retries: int = 3,
+        retry_backoff_s: float = 0.5,
+        retry_max_backoff_s: float = 10.0,
+        ssl: bool = False,
+        root_certificates_path: str | None = None,
+        private_key_path: str | None = None,
+        certificate_chain_path: str | None = None,
+        cuda_device_id: int = 0,
+        collect_server_timings: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.options = make_options(
+            url,
+            timeout_s=timeout_s,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            retry_max_backoff_s=retry_max_backoff_s,
+            ssl=ssl,
+            root_certificates_path=root_certificates_path,
+            private_key_path=private_key_path,
+            certificate_chain_path=certificate_chain_path,
+            cuda_device_id=cuda_device_id,
+            collect_server_timings=collect_server_timings,
+            headers=headers or {},
+        )
+        self._grpc = deps.grpc()
+        self._triton_error = deps.inference_server_exception()
+        self._client = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
+
+    @property
+    def url(self) -> str:
+        return self.options.url
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the gRPC channel; safe to call twice."""
+        self._client.close()
+
+    def __enter__(self) -> MagnetClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MagnetClient({self.url!r})"
+
+    # -- calls -------------------------------------------------------------------------------------
+    def segment(
+        self,
+        image: ImageInput,
+        *,
+        mode: str | None = None,
+        n_points: float | None = None,
+        n_patches: int | None = None,
+        patch_order: str | None = None,
+        via_shared_memory: bool = False,
+        via_cuda_shared_memory: bool = False,
+    ) -> SegmentResult:
+        """Segment one image.
+
+        Args:
+            image: a file path (str or Path) or the encoded bytes of a PNG/JPEG/..., sent as they are to
+                the ``magnet`` ensemble, which decodes them; or an H x W x 3 uint8 RGB numpy array, sent
+                raw to ``magnet_pipeline``.
+            mode: ``magnet`` | ``magnet-fast`` | ``downsample`` | ``patching``; None keeps the server's preset.
+            n_points: points refined per scale: > 1 a count, else a fraction of the pixels.
+            n_patches: patches refined per scale: -1 all, 0 none, k > 0 the k most uncertain (MagNet-Fast).
+            patch_order: ``uncertain-first`` | ``official``.
+            via_shared_memory: send the pixels through a system shared-memory region instead of the gRPC
+                message (the server must run on this machine). Files and bytes are decoded here first.
+            via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
+                cuda-python and a GPU.
+
+        Returns:
+            a :class:`SegmentResult` with H0 x W0 maps.
+
+        Raises:
+            BadRequestError: the image or an override is wrong (checked before sending, or by the server).
+            ConnectionFailedError: the server stayed unreachable through every retry.
+            RequestTimeoutError: an attempt took longer than ``timeout_s``.
+            ServerError: the server failed otherwise.
+            SharedMemoryError, DependencyMissingError: shared memory could not be used.
+        """
+        options = segment_options(
+            mode=mode,
+            n_points=n_points,
+            n_patches=n_patches,
+            patch_order=patch_order,
+            via_shared_memory=via_shared_memory,
+            via_cuda_shared_memory=via_cuda_shared_memory,
+        )
+        return self._segment(image, options)
+
+    def segment_many(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        max_concurrency: int = 4,
+        progress: ProgressCallback | None = None,
+        return_exceptions: bool = False,
+        **segment_kwargs: Any,
+    ) -> list[SegmentResult | MagnetClientError]:
+        """Segment many images with up to ``max_concurrency`` requests in flight; results in input order.
+
+        ``segment_kwargs`` are :meth:`segment`'s keyword arguments, the same for every image.
+        With ``return_exceptions`` a failed image's :class:`MagnetClientError` takes its place in the
+        list; without, the first failure cancels what has not started and is raised.
+        """
+        images = list(images)
+        results: list[Any] = [None] * len(images)
+        for done, (index, outcome) in enumerate(
+            self.segment_iter(
+                images,
+                max_concurrency=max_concurrency,
+                return_exceptions=return_exceptions,
+                **segment_kwargs,
+            ),
+            start=1,
+        ):
+            results[index] = outcome
+            if progress is not None:
+                progress(done, len(images))
+        return results
+
+    def segment_iter(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        max_concurrency: int = 4,
+        return_exceptions: bool = False,
+        **segment_kwargs: Any,
+    ) -> Iterator[tuple[int, SegmentResult | MagnetClientError]]:
+        """Like :meth:`segment_many`, but yields ``(index, result)`` as each image finishes.
+
+        At most ``max_concurrency`` images are read and in flight at once, so memory stays bounded
+        however many images there are. Closing the iterator early cancels the images not yet started.
+        """
+        check_concurrency(max_concurrency)
+        options = segment_options(**segment_kwargs)
+        pending: dict[Future[SegmentResult], int] = {}
+        work = enumerate(images)
+        pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="magnet-client")
+        try:
+            while True:
+                while len(pending) < max_concurrency:
+                    item = next(work, None)
+                    if item is None:
+                        break
+                    pending[pool.submit(self._segment, item[1], options)] = item[0]
+                if not pending:
+                    return
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=pending.__getitem__):
+                    index = pending.pop(future)
+                    try:
+                        outcome: SegmentResult | MagnetClientError = future.result()
+                    except MagnetClientError as error:
+                        if not return_exceptions:
+                            raise
+                        outcome = error
+                    yield index, outcome
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def health(self) -> dict[str, Any]:
+        """Liveness, readiness, version and every model's state, as a dict.
+
+        ``{"url", "live", "ready", "server": {"name", "version"}, "models": {name: {"ready": bool,
+        "versions": {version: state}, "reason": str}}}``.
+
+        Raises:
+            ConnectionFailedError: the server stayed unreachable through every retry.
+        """
+
+        def once(attempt: int) -> dict[str, Any]:
+            kwargs = self.options.call_kwargs()
+            return summarize_health(
+                url=self.url,
+                live=self._client.is_server_live(**kwargs),
+                ready=self._client.is_server_ready(**kwargs),
+                metadata=self._client.get_server_metadata(as_json=True, **kwargs),
+                index=self._client.get_model_repository_index(as_json=True, **kwargs),
+            )
+
+        return self._with_retries("health check", "server", once)
+
+    def num_classes(self) -> int:
+        """The number of classes the served model predicts (read from the backbone's config)."""
+
+        def once(attempt: int) -> int:
+            config = self._client.get_model_config(
+                io_spec.BACKBONE_MODEL, as_json=True, **self.options.call_kwargs()
+            )
+            return num_classes_from_config(config)
+
+        return self._with_retries("reading the model config", io_spec.BACKBONE_MODEL, once)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _segment(self, image: ImageInput, options: SegmentOptions) -> SegmentResult:
+        request = prepare_request(image, options)
+        return self._with_retries(
+            f"segment {request.source}", request.model_name, lambda attempt: self._send(request, attempt)
+        )
+
+    def _with_retries(self, what: str, model_name: str, call: Callable[[int], T]) -> T:
+        """``call(attempt)`` until it succeeds, fails for good, or runs out of retries.
+
+        tritonclient's exceptions become :class:`MagnetClientError` here, the one boundary.
+        """
+        policy = self.options.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                return call(attempt)
+            except self._triton_error as e:
+                error = from_triton(e, url=self.url, model_name=model_name, attempts=attempt)
+                if not policy.should_retry(error, attempt):
+                    raise error from e
+            delay_s = policy.delay_s(attempt - 1)
+            log_retry(what, error, attempt, policy, delay_s)
+            time.sleep(delay_s)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _send(self, request: Request, attempt: int) -> SegmentResult:
+        call_kwargs = self.options.call_kwargs()
+        region = make_region(request, self.options)
+        try:
+            if region is not None:
+                try:
+                    region.register(self._client, self.options.timeout_s)
+                except self._triton_error as e:
+                    refused = registration_failed(e, region, self.url)
+                    if refused is None:
+                        raise
+                    raise refused from e
+            try:
+                before = self._statistics()
+                inputs = infer_inputs(self._grpc, request, region)
+                started = time.perf_counter()
+                response = self._client.infer(request.model_name, inputs, **call_kwargs)
+                latency_s = time.perf_counter() - started
+                timings = statistics_delta(before, self._statistics()) if before is not None else {}
+            finally:
+                if region is not None:
+                    self._unregister(region)
+        finally:
+            if region is not None:
+                region.destroy()
+        return parse_response(
+            response,
+            model_name=request.model_name,
+            image_shape=image_shape(request),
+            latency_s=latency_s,
+            attempts=attempt,
+            server_timings=timings,
+        )
+
+    def _statistics(self) -> dict[str, Any] | None:
+        if not self.options.collect_server_timings:
+            return None
+        return self._client.get_inference_statistics(as_json=True, **self.options.call_kwargs())
+
+    def _unregister(self, region: Region) -> None:
+        try:
+            region.unregister(self._client, self.options.timeout_s)
+        except self._triton_error as e:  # the request's own outcome matters more than the clean-up
+            log.warning("could not unregister shared-memory region %s: %s", region.name, e)

@@ -1,0 +1,115 @@
+"""What can go wrong when calling the server, as one small exception hierarchy.
+
+Every exception of ``tritonclient`` is turned into one of these at the boundary (``raise ... from e``),
+so callers never import ``tritonclient`` just to catch errors, and the command line maps each class
+to its own exit status.
+
+``MagnetClientError``
+    ``ConnectionFailedError``  the server is unreachable (gRPC UNAVAILABLE), after the retries
+    ``RequestTimeoutError``    the request ran past ``timeout_s`` (DEADLINE_EXCEEDED)
+    ``BadRequestError``        the request itself is wrong (INVALID_ARGUMENT, or caught before sending)
+    ``ServerError``            anything else the server reports (INTERNAL, NOT_FOUND, ...)
+    ``SharedMemoryError``      a shared-memory region could not be made or used
+    ``DependencyMissingError`` an optional package (tritonclient, cuda-python) is not installed
+"""
+
+from __future__ import annotations
+
+from magnet_triton.errors import MagnetError
+
+#: What to tell a user whose server does not answer.
+SERVE_HINT = "start it with `magnet-triton serve --model-repository REPO`"
+
+
+class MagnetClientError(Exception):
+    """Base of every error the client raises on purpose; the message says what to do.
+
+    Attributes:
+        status: the gRPC status name (``"UNAVAILABLE"``, ``"INVALID_ARGUMENT"``, ...), or None for
+            errors found on this side.
+        attempts: how many times the request was sent before this error (0: never sent).
+    """
+
+    def __init__(self, message: str, *, status: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+class ConnectionFailedError(MagnetClientError):
+    """The server did not answer: nothing listens at the URL, or it is starting or shutting down."""
+
+
+class RequestTimeoutError(MagnetClientError):
+    """The server did not answer within ``timeout_s``; the request was not retried."""
+
+
+class BadRequestError(MagnetClientError, MagnetError):
+    """The image or an override is wrong; sending it again will not help."""
+
+
+class ServerError(MagnetClientError):
+    """The server failed for a reason other than the request (or the repository lacks a model)."""
+
+
+class SharedMemoryError(MagnetClientError):
+    """A system or CUDA shared-memory region could not be created, filled or registered."""
+
+
+class DependencyMissingError(MagnetClientError, ImportError):
+    """An optional package this call needs is not installed."""
+
+
+def status_name(error: BaseException) -> str | None:
+    """``"UNAVAILABLE"`` from a ``tritonclient`` exception whose ``status()`` is ``"StatusCode.UNAVAILABLE"``."""
+    status = getattr(error, "status", None)
+    value = status() if callable(status) else None
+    if not value:
+        return None
+    return str(value).rsplit(".", 1)[-1]
+
+
+def _message(error: BaseException) -> str:
+    message = getattr(error, "message", None)
+    text = message() if callable(message) else None
+    return str(text or error)
+
+
+def from_triton(error: BaseException, *, url: str, model_name: str, attempts: int) -> MagnetClientError:
+    """The :class:`MagnetClientError` for a ``tritonclient`` ``InferenceServerException``.
+
+    The caller raises it ``from error`` so the original traceback stays attached.
+    """
+    status = status_name(error)
+    detail = _message(error)
+    if status == "UNAVAILABLE":
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return ConnectionFailedError(
+            f"could not reach the Triton server at {url}{tries} ({detail}); is the server running at {url}? "
+            f"{SERVE_HINT}",
+            status=status,
+            attempts=attempts,
+        )
+    if status == "DEADLINE_EXCEEDED":
+        return RequestTimeoutError(
+            f"{model_name} at {url} did not answer in time ({detail}); raise timeout_s (--timeout-s) for "
+            "large images, or lower the load on the server",
+            status=status,
+            attempts=attempts,
+        )
+    if status == "INVALID_ARGUMENT":
+        return BadRequestError(
+            f"{model_name} rejected the request: {detail}", status=status, attempts=attempts
+        )
+    if status == "NOT_FOUND" or "unknown model" in detail:
+        return ServerError(
+            f"the server at {url} has no model {model_name!r} ready ({detail}); is it serving a MagNet "
+            "repository written by `magnet-triton`?",
+            status=status,
+            attempts=attempts,
+        )
+    return ServerError(
+        f"{model_name} at {url} failed ({status or 'no status'}): {detail}; the server log says more",
+        status=status,
+        attempts=attempts,
+    )

@@ -1,0 +1,176 @@
+"""Turning what a user passes to ``segment`` into the tensors of one request (pure logic, no gRPC).
+
+Everything a user can get wrong is caught here, before anything is sent, as a
+:class:`BadRequestError` that says what to pass instead. Names and dtypes come from
+:mod:`magnet_triton.io_spec`; the overrides are checked by the same function the server uses.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from magnet_triton import io_spec
+from magnet_triton.client.errors import BadRequestError
+from magnet_triton.errors import MagnetError
+
+#: What ``segment`` accepts: a file path, the encoded bytes of a PNG/JPEG/..., or an H x W x 3 uint8 array.
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
+
+# The ensemble's interface does not depend on the preset (the pipeline's spec ignores its settings),
+# so the client reads names and dtypes from it without knowing which preset the server runs.
+_ENSEMBLE = io_spec.ensemble_spec(None)  # type: ignore[arg-type]
+_OVERRIDE_FIELDS = {
+    "mode": io_spec.MODE,
+    "n_points": io_spec.N_POINTS,
+    "n_patches": io_spec.N_PATCHES,
+    "patch_order": io_spec.PATCH_ORDER,
+}
+
+
+class Transport(enum.Enum):
+    """How the image reaches the server."""
+
+    GRPC = "grpc"  # inside the gRPC message
+    SYSTEM_SHM = "system shared memory"  # a POSIX region on this machine; the server must run here too
+    CUDA_SHM = "CUDA shared memory"  # a cudaIpc region on a GPU of this machine
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input tensor: its name, data and Triton dtype name ("UINT8", "BYTES", ...)."""
+
+    name: str
+    array: np.ndarray
+    datatype: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything needed to send one segmentation request.
+
+    Attributes:
+        model_name: ``magnet`` (encoded bytes, decoded by the server) or ``magnet_pipeline`` (raw pixels).
+        image: the IMAGE_BYTES (BYTES [1]) or IMAGE (UINT8 H x W x 3) tensor.
+        overrides: the optional MODE / N_POINTS / N_PATCHES / PATCH_ORDER tensors that were given.
+        transport: how ``image`` travels; shared memory only ever carries a raw IMAGE.
+        source: a short description of the image for messages ("photo.png", "a 150x230 array").
+    """
+
+    model_name: str
+    image: Tensor
+    overrides: tuple[Tensor, ...]
+    transport: Transport
+    source: str
+
+    @property
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.image, *self.overrides)
+
+
+def prepare(image: ImageInput, overrides: tuple[Tensor, ...], transport: Transport) -> Request:
+    """Validate ``image`` and build the request with the (already checked) ``overrides``.
+
+    Files and bytes go to the ensemble as encoded bytes (smaller on the wire, decoded by the server),
+    unless shared memory is asked for: then they are decoded here, since a region carries raw pixels.
+
+    Raises:
+        BadRequestError: the image is unusable; the message says what to pass.
+    """
+    if isinstance(image, np.ndarray):
+        pixels, source = check_array(image), f"a {image.shape[0]}x{image.shape[1]} array"
+    else:
+        data, source = _encoded(image)
+        if transport is Transport.GRPC:
+            tensor = Tensor(io_spec.IMAGE_BYTES, np.array([data], dtype=np.object_), "BYTES")
+            return Request(io_spec.ENSEMBLE_MODEL, tensor, overrides, transport, source)
+        pixels = _decode(data, source)
+    tensor = Tensor(io_spec.IMAGE, pixels, "UINT8")
+    return Request(io_spec.PIPELINE_MODEL, tensor, overrides, transport, source)
+
+
+def check_array(image: np.ndarray) -> np.ndarray:
+    """An H x W x 3 uint8 RGB array, C-contiguous (copied only if it was not), or a BadRequestError."""
+    shape, dtype = tuple(image.shape), image.dtype
+    if dtype != np.uint8:
+        hint = (
+            "scale [0, 1] floats with (image * 255).round().clip(0, 255).astype(np.uint8)"
+            if dtype.kind == "f"
+            else "convert it with image.astype(np.uint8) if its values are 0..255"
+        )
+        raise BadRequestError(f"an image array must be uint8 H x W x 3 RGB, got {dtype} {shape}; {hint}")
+    if image.ndim == 2:
+        raise BadRequestError(
+            f"an image array must be H x W x 3 RGB, got a grey H x W array {shape}; "
+            "repeat it with np.repeat(image[:, :, None], 3, axis=2)"
+        )
+    if image.ndim != 3 or shape[2] not in (3, 4):
+        raise BadRequestError(f"an image array must be H x W x 3 RGB, got shape {shape}")
+    if shape[2] == 4:
+        raise BadRequestError(
+            f"an image array must be H x W x 3 RGB, got RGBA {shape}; drop alpha with image[..., :3]"
+        )
+    if shape[0] == 0 or shape[1] == 0:
+        raise BadRequestError(f"the image array has no pixels (shape {shape})")
+    return np.ascontiguousarray(image)
+
+
+def _encoded(image: Any) -> tuple[bytes, str]:
+    """The encoded bytes of a path or bytes-like ``image``, and a description for messages."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if not data:
+            raise BadRequestError("the image bytes are empty; pass the contents of a PNG or JPEG file")
+        return data, f"{len(data)} bytes of image data"
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BadRequestError(f"no such image file: {path}; check the path") from None
+        except IsADirectoryError:
+            raise BadRequestError(f"{path} is a folder; pass the image files in it") from None
+        except OSError as e:
+            raise BadRequestError(f"cannot read image {path}: {e.strerror or e}") from e
+        if not data:
+            raise BadRequestError(f"image file {path} is empty (0 bytes)")
+        return data, str(path)
+    raise BadRequestError(
+        f"cannot send a {type(image).__name__} as an image; pass a file path, the encoded bytes of a PNG/JPEG, "
+        "or a uint8 H x W x 3 numpy array (np.asarray(pil_image.convert('RGB')) for a PIL image)"
+    )
+
+
+def _decode(data: bytes, source: str) -> np.ndarray:
+    from magnet_triton.imageio import decode_image  # Pillow, only on this path
+
+    try:
+        return decode_image(data, source=source)
+    except MagnetError as e:
+        raise BadRequestError(str(e)) from e
+
+
+def override_tensors(overrides: Mapping[str, Any]) -> tuple[Tensor, ...]:
+    """The optional MODE / N_POINTS / ... tensors for the overrides that are not None."""
+    # The server's own parser, so client and server accept exactly the same values.
+    from magnet_triton.model_repository.overrides import parse_overrides
+
+    unknown = sorted(set(overrides) - set(_OVERRIDE_FIELDS))
+    if unknown:
+        raise BadRequestError(f"unknown override(s) {unknown}; known: {sorted(_OVERRIDE_FIELDS)}")
+    try:
+        parsed = parse_overrides({k: v for k, v in overrides.items() if v is not None})
+    except MagnetError as e:
+        raise BadRequestError(str(e)) from e
+    tensors = []
+    for field, value in parsed.items():
+        spec = _ENSEMBLE.input(_OVERRIDE_FIELDS[field])
+        data = str(value).encode() if spec.dtype == "BYTES" else value
+        tensors.append(Tensor(spec.name, np.array([data], dtype=spec.numpy_dtype), spec.dtype))
+    return tuple(tensors)
