@@ -21,6 +21,7 @@ shared refiner (DeepGlobe) is simply a model with one version.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,11 @@ from magnet_triton.errors import MagnetError
 from magnet_triton.io_spec import ModelSpec, TensorSpec
 from magnet_triton.settings import Settings
 
+log = logging.getLogger(__name__)
+
 TARGETS = ("cpu", "gpu")
 MANIFEST = "magnet_repository.json"
+KERNEL_DIR = "kernels"
 
 #: The Python-backend files of the repository are one-line shims into the installed package, so the
 #: code that runs is the code that was tested, and upgrading the package upgrades every repository.
@@ -163,6 +167,8 @@ def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str
     if gpu:
         # Let GPU tensors from BLS responses stay on the GPU instead of being copied to the host.
         parameters["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
+        # Compiled CUDA kernels, relative to the version folder (the serving container has no nvcc).
+        parameters["kernel_dir"] = KERNEL_DIR
     config["parameters"] = _parameters(parameters)
     return config
 
@@ -260,6 +266,22 @@ def _shim(path: Path, module: str) -> None:
     path.write_text(_SHIM.format(module=module))
 
 
+def _compile_kernels(kernel_dir: Path) -> str:
+    """Compile the CUDA kernels for the common GPUs into the pipeline's folder, when nvcc is here.
+
+    Without nvcc the pipeline still works: it compiles at load where the serving machine has nvcc, and
+    otherwise runs the PyTorch versions of the steps (same results, slower).
+    """
+    from magnet_triton.kernels.build import compile_kernels
+
+    try:
+        manifest = compile_kernels(kernel_dir)
+    except (MagnetError, OSError) as e:
+        log.warning("CUDA kernels not compiled (%s); the pipeline will use the PyTorch steps", e)
+        return f"not compiled: {e}"
+    return str(manifest.relative_to(kernel_dir.parent.parent.parent))
+
+
 def write_repository(
     out_dir: Path,
     settings: Settings,
@@ -299,6 +321,11 @@ def write_repository(
                 if options.target == "cpu":
                     _shim(version_dir / "model.py", _MODULES["onnx_runner"])
         _shim(out_dir / io_spec.PIPELINE_MODEL / "1" / "model.py", _MODULES[io_spec.PIPELINE_MODEL])
+        if options.target == "gpu":
+            provenance = {
+                **provenance,
+                "kernels": _compile_kernels(out_dir / io_spec.PIPELINE_MODEL / "1" / KERNEL_DIR),
+            }
         _shim(out_dir / io_spec.DECODE_MODEL / "1" / "model.py", _MODULES[io_spec.DECODE_MODEL])
         (out_dir / io_spec.ENSEMBLE_MODEL / "1").mkdir(parents=True, exist_ok=True)
         manifest = {

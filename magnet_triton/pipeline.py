@@ -213,8 +213,9 @@ def _refine_scale(
     if mask is not None:
         # Ours zeroes the score outside the refined boxes; the authors' code zeroes it inside (see spec).
         zero_where = mask if settings.patch_order == "official" else ~mask
-    score = steps.error_score(pasted, uncert, zero_where)  # step 10
-    score = steps.smooth(score, (in_h, in_w), settings.smooth_kernel)  # step 11
+    score = steps.smoothed_error_score(
+        pasted, uncert, zero_where, (in_h, in_w), settings.smooth_kernel
+    )  # 10-11
     k = point_count(settings.n_points, size, len(selected), n_all)  # step 12
     indices = steps.topk(score.reshape(-1), k)  # step 13
     if mask is not None:  # step 14

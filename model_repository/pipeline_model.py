@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,10 @@ class TritonPythonModel:
         self.device = torch.device(instance_device(args))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.steps = steps_for_device(self.device)
+        kernel_dir = params.get("kernel_dir")
+        if kernel_dir:
+            kernel_dir = os.path.join(args["model_repository"], args["model_version"], kernel_dir)
+        self.steps = steps_for_device(self.device, kernel_dir=kernel_dir)
         self.networks = BLSNetworks(
             pb_utils, device=self.device, max_batch=int(params.get("bls_max_batch", "8"))
         )

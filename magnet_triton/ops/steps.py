@@ -35,6 +35,17 @@ class RefinementSteps(Protocol):
         """H x W -> nearest to ``small_hw`` -> k x k median -> nearest back to H x W."""
         ...
 
+    def smoothed_error_score(
+        self,
+        refined: torch.Tensor,
+        uncert: torch.Tensor,
+        zero_where: torch.Tensor | None,
+        small_hw: tuple[int, int],
+        kernel: int,
+    ) -> torch.Tensor:
+        """``smooth(error_score(...))``; the CUDA version never writes the full-size score map."""
+        ...
+
     def topk(self, values: torch.Tensor, k: int) -> torch.Tensor:
         """Flat int64 indices of the k largest values, lowest index first among ties (any order)."""
         ...
@@ -61,6 +72,16 @@ class TorchSteps:
         small = resize_nearest(score, small_hw)
         return resize_nearest(median_filter(small, kernel), tuple(score.shape[-2:]))
 
+    def smoothed_error_score(
+        self,
+        refined: torch.Tensor,
+        uncert: torch.Tensor,
+        zero_where: torch.Tensor | None,
+        small_hw: tuple[int, int],
+        kernel: int,
+    ) -> torch.Tensor:
+        return self.smooth(self.error_score(refined, uncert, zero_where), small_hw, kernel)
+
     def topk(self, values: torch.Tensor, k: int) -> torch.Tensor:
         return topk_lowest_index(values, k)
 
@@ -68,14 +89,16 @@ class TorchSteps:
         return replace_points(probs, refined, indices)
 
 
-def steps_for_device(device: torch.device | str, *, prefer_kernels: bool = True) -> RefinementSteps:
-    """The CUDA kernels on a CUDA device when they load, else the PyTorch steps."""
+def steps_for_device(
+    device: torch.device | str, *, prefer_kernels: bool = True, kernel_dir: str | None = None
+) -> RefinementSteps:
+    """The CUDA kernels on a CUDA device when they load (from ``kernel_dir`` first), else the PyTorch steps."""
     device = torch.device(device)
     if device.type == "cuda" and prefer_kernels:
         try:
             from magnet_triton.kernels import cuda_steps
 
-            return cuda_steps(device)
+            return cuda_steps(device, kernel_dir=kernel_dir)
         except Exception as e:  # no pycuda, no compiled kernels, no driver: the twins still work
             log.warning("CUDA kernels unavailable (%s); using the PyTorch steps on %s", e, device)
     return TorchSteps()

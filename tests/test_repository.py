@@ -1,0 +1,150 @@
+"""The model-repository generator: configs derived from io_spec, valid for Triton, equal to reviewed goldens."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from magnet_triton import io_spec
+from magnet_triton.errors import MagnetError
+from magnet_triton.export.repository import RepositoryOptions, model_configs, to_pbtxt, write_repository
+from magnet_triton.settings import get_preset
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = {"cityscapes_cpu": ("cityscapes", "cpu"), "deepglobe_gpu": ("deepglobe", "gpu")}
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_configs_equal_the_reviewed_golden_files(case):
+    preset, target = CASES[case]
+    configs = model_configs(get_preset(preset), RepositoryOptions(target=target))
+    for name, config in configs.items():
+        golden = GOLDEN / case / f"{name}.pbtxt"
+        assert to_pbtxt(config) == golden.read_text(), f"{golden} differs; review the change and update it"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_config_is_a_valid_triton_model_config_matching_io_spec(case):
+    preset, target = CASES[case]
+    settings = get_preset(preset)
+    configs = model_configs(settings, RepositoryOptions(target=target, max_batch=8))
+    specs = {s.name: s for s in io_spec.all_specs(settings, backbone_max_batch=8, refiner_max_batch=8)}
+    for name, config in configs.items():
+        parsed = parse(to_pbtxt(config))
+        spec = specs[name]
+        assert parsed.name == name and parsed.max_batch_size == spec.max_batch_size
+        assert [(t.name, list(t.dims), t.optional) for t in parsed.input] == [
+            (t.name, list(t.dims), t.optional) for t in spec.inputs
+        ]
+        assert [t.name for t in parsed.output] == spec.output_names
+        dtype = model_config_pb2.DataType.Name
+        assert [dtype(t.data_type) for t in parsed.input] == [t.config_dtype for t in spec.inputs]
+
+
+def test_network_configs_batch_dynamically_and_refiners_are_versions():
+    configs = model_configs(get_preset("cityscapes"), RepositoryOptions(max_batch=8, max_queue_delay_us=500))
+    refiner = parse(to_pbtxt(configs[io_spec.REFINER_MODEL]))
+    assert list(refiner.dynamic_batching.preferred_batch_size) == [2, 4, 8]
+    assert refiner.dynamic_batching.max_queue_delay_microseconds == 500
+    assert refiner.version_policy.HasField("all")
+    backbone = parse(to_pbtxt(configs[io_spec.BACKBONE_MODEL]))
+    assert backbone.model_warmup[0].batch_size == 1
+    assert not backbone.HasField("version_policy")
+
+
+def test_the_pipeline_config_carries_the_settings_and_limits():
+    settings = get_preset("cityscapes-fast")
+    configs = model_configs(settings, RepositoryOptions(max_image_pixels=1000, pipeline_instances=3))
+    pipeline = parse(to_pbtxt(configs[io_spec.PIPELINE_MODEL]))
+    assert json.loads(pipeline.parameters["settings"].string_value) == settings.to_dict()
+    assert pipeline.parameters["max_image_pixels"].string_value == "1000"
+    assert pipeline.instance_group[0].count == 3
+
+
+def test_the_ensemble_wires_decode_into_the_pipeline():
+    ensemble = parse(
+        to_pbtxt(model_configs(get_preset("deepglobe"), RepositoryOptions())[io_spec.ENSEMBLE_MODEL])
+    )
+    first, second = ensemble.ensemble_scheduling.step
+    assert (first.model_name, second.model_name) == (io_spec.DECODE_MODEL, io_spec.PIPELINE_MODEL)
+    assert first.output_map[io_spec.IMAGE] == second.input_map[io_spec.IMAGE]
+    assert set(second.input_map) == {
+        io_spec.IMAGE,
+        io_spec.MODE,
+        io_spec.N_POINTS,
+        io_spec.N_PATCHES,
+        io_spec.PATCH_ORDER,
+    }
+
+
+def test_pbtxt_strings_are_escaped():
+    text = to_pbtxt({"name": 'quote " and \\ backslash'})
+    assert parse(text).name == 'quote " and \\ backslash'
+
+
+def test_write_repository_lays_out_versions_and_refuses_a_non_empty_folder(tmp_path):
+    settings = get_preset("cityscapes")
+    onnx = tmp_path / "fake.onnx"
+    onnx.write_bytes(b"onnx")
+    repo = write_repository(
+        tmp_path / "repo",
+        settings,
+        RepositoryOptions(),
+        backbone_model=onnx,
+        refiner_models=[onnx] * 3,
+        provenance={"networks": "test"},
+    )
+    assert sorted(p.name for p in (repo / io_spec.REFINER_MODEL).iterdir()) == ["1", "2", "3", "config.pbtxt"]
+    assert "onnx_runner_model" in (repo / io_spec.REFINER_MODEL / "3" / "model.py").read_text()
+    with pytest.raises(MagnetError, match="not empty"):
+        write_repository(
+            repo, settings, RepositoryOptions(), backbone_model=onnx, refiner_models=[onnx] * 3, provenance={}
+        )
+    with pytest.raises(MagnetError, match="refiner models"):
+        write_repository(
+            tmp_path / "r2",
+            settings,
+            RepositoryOptions(),
+            backbone_model=onnx,
+            refiner_models=[onnx],
+            provenance={},
+        )
+
+
+def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed: the GPU repository then relies on the serving machine")
+    plan = tmp_path / "fake.plan"
+    plan.write_bytes(b"plan")
+    repo = write_repository(
+        tmp_path / "repo",
+        get_preset("deepglobe"),
+        RepositoryOptions(target="gpu"),
+        backbone_model=plan,
+        refiner_models=[plan],
+        provenance={},
+    )
+    kernels = repo / io_spec.PIPELINE_MODEL / "1" / "kernels"
+    manifest = json.loads((kernels / "manifest.json").read_text())
+    assert {"sm_80", "sm_86", "sm_89", "sm_90"} <= set(manifest["archs"])
+    assert list(kernels.glob("*.fatbin"))
+    assert (repo / io_spec.BACKBONE_MODEL / "1" / "model.plan").exists()
+    assert not (repo / io_spec.BACKBONE_MODEL / "1" / "model.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"target": "tpu"}, "unknown target"), ({"max_batch": 0}, "max_batch"), ({"onnx_threads": -1}, ">= 0")],
+)
+def test_bad_repository_options_are_refused(changes, message):
+    with pytest.raises(MagnetError, match=message):
+        RepositoryOptions(**changes)
