@@ -136,9 +136,9 @@ def run_magnet(
 
     t = time.perf_counter()
     final = resize_bilinear(probs, out_hw)
-    segmentation = final.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+    segmentation = final.max(dim=1).indices[0].to(torch.uint8).cpu().numpy()
     confidence = margin(final)[0].float().cpu().numpy()
-    coarse_map = resize_bilinear(coarse, out_hw).argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+    coarse_map = resize_bilinear(coarse, out_hw).max(dim=1).indices[0].to(torch.uint8).cpu().numpy()
     clock.lap("finish", t)
     return SegmentationResult(
         segmentation=segmentation,

@@ -263,3 +263,8 @@ def test_replace_points_copies_every_channel_at_the_indices_only():
     assert probs[0, :, 0, 0].tolist() == [0.0, 4.0, 8.0]
     assert probs[0, :, 1, 1].tolist() == [3.0, 7.0, 11.0]
     assert probs[0, :, 0, 1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_margin_of_a_tie_between_the_two_best_classes_is_zero():
+    probs = torch.tensor([[0.4, 0.1], [0.4, 0.6], [0.2, 0.3]])[None, :, :, None]
+    np.testing.assert_allclose(margin(probs)[0, :, 0].numpy(), [0.0, 0.6 - 0.3], atol=1e-7)

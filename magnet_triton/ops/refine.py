@@ -19,9 +19,14 @@ VALID_MASK_SHRINK = 10
 
 
 def margin(probs: torch.Tensor) -> torch.Tensor:
-    """Top-1 minus top-2 probability over the class axis: N x C x H x W -> N x H x W (C >= 2)."""
-    top2 = probs.topk(2, dim=1).values
-    return top2[:, 0] - top2[:, 1]
+    """Top-1 minus top-2 probability over the class axis: N x C x H x W -> N x H x W (C >= 2).
+
+    Written as max, mask the winner, max again: the same values as ``topk(2)`` (a tie gives 0 either
+    way) at about half its cost on the CPU, which matters on 19 x 2048 x 1024 maps.
+    """
+    top1, winner = probs.max(dim=1, keepdim=True)
+    runner_up = probs.scatter(1, winner, float("-inf")).amax(dim=1)
+    return top1[:, 0] - runner_up
 
 
 def uncertainty(probs: torch.Tensor) -> torch.Tensor:
