@@ -45,27 +45,18 @@ from magnet_triton.client.result import statistics_delta, summarize_health
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.errors import MagnetError
 from magnet_triton.server import free_port
-from tests.tiny_repository import build_tiny_repository
+from tests.tiny_repository import build_tiny_repository, png_bytes
+from tests.tiny_repository import scene as _scene
+
+
+def scene(height: int = 120, width: int = 170, seed: int = 0) -> np.ndarray:
+    return _scene(height, width, seed)
+
 
 grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
 
 
 # ---------------------------------------------------------------------- helpers
-def scene(height: int = 120, width: int = 170, seed: int = 0) -> np.ndarray:
-    """A blocky random H x W x 3 uint8 image (blocks give the tiny model something to segment)."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
-    return np.ascontiguousarray(np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width])
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def closed_url() -> str:
     return f"127.0.0.1:{free_port()}"
 

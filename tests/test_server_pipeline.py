@@ -5,14 +5,13 @@ Every test talks to one server started for this module from a tiny CPU repositor
 
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from magnet_triton import io_spec
-from tests.tiny_repository import SEED, TINY, build_tiny_repository
+from tests.tiny_repository import SEED, TINY, build_tiny_repository, png_bytes, scene
 
 pytestmark = pytest.mark.server
 grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
@@ -44,20 +43,6 @@ def reference_networks():
 
     # The same seeded weights as the exported repository, in PyTorch.
     return load_networks(TINY, None, [], random_seed=SEED, max_batch=4)
-
-
-def scene(height: int = 150, width: int = 230, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
-    return np.ascontiguousarray(np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width])
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def tensor(name: str, array: np.ndarray, dtype: str):

@@ -6,7 +6,10 @@ the same shape (three scales, two refiners, FPN backbone) at 64 x 64 patches.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+import numpy as np
 
 from magnet_triton.settings import Settings
 
@@ -48,3 +51,19 @@ def build_tiny_repository(root: Path, *, max_image_pixels: int = 600 * 600, max_
         refiner_models=artifacts.refiner_onnx,
         provenance=artifacts.provenance,
     )
+
+
+def scene(height: int = 150, width: int = 230, seed: int = 0) -> np.ndarray:
+    """A blocky random H x W x 3 uint8 image: blocks give the tiny model boundaries to segment."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width])
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """``image`` encoded as PNG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
