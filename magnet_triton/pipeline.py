@@ -196,7 +196,8 @@ def _refine_scale(
         selected = list(range(n_all))
     t = clock.lap("uncertainty", t)
 
-    crops = [patch_grid(size, settings.crop_size)[j] for j in selected]
+    grid = patch_grid(size, settings.crop_size)
+    crops = [grid[j] for j in selected]
     patches = cut_patches(resize_image(image, size), crops, settings.input_size)
     t = clock.lap("prepare", t)
     fine = networks.backbone(patches.to(probs.device))  # step 6
