@@ -30,7 +30,7 @@ from magnet_triton.client.core import ProgressCallback
 from magnet_triton.client.errors import MagnetClientError, from_triton
 from magnet_triton.client.request import ImageInput, Request
 from magnet_triton.client.result import SegmentResult, parse_response, statistics_delta, summarize_health
-from magnet_triton.client.shm import Region
+from magnet_triton.client.shm import UNREGISTER_RETRY_DELAYS_S, Region, still_in_use
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -262,7 +262,12 @@ class AsyncMagnetClient:
         return await self._channel().get_inference_statistics(as_json=True, **self.options.call_kwargs())
 
     async def _unregister(self, region: Region) -> None:
-        try:
-            await region.unregister(self._channel(), self.options.timeout_s)
-        except self._triton_error as e:  # the request's own outcome matters more than the clean-up
-            log.warning("could not unregister shared-memory region %s: %s", region.name, e)
+        for delay_s in (*UNREGISTER_RETRY_DELAYS_S, None):
+            try:
+                await region.unregister(self._channel(), self.options.timeout_s)
+                return
+            except self._triton_error as e:  # the request's own outcome matters more than the clean-up
+                if delay_s is None or not still_in_use(e):
+                    log.warning("could not unregister shared-memory region %s: %s", region.name, e)
+                    return
+            await asyncio.sleep(delay_s)

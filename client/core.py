@@ -27,7 +27,7 @@ from magnet_triton.client.base import (
 from magnet_triton.client.errors import MagnetClientError, from_triton
 from magnet_triton.client.request import ImageInput, Request
 from magnet_triton.client.result import SegmentResult, parse_response, statistics_delta, summarize_health
-from magnet_triton.client.shm import Region
+from magnet_triton.client.shm import UNREGISTER_RETRY_DELAYS_S, Region, still_in_use
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -327,7 +327,12 @@ class MagnetClient:
         return self._client.get_inference_statistics(as_json=True, **self.options.call_kwargs())
 
     def _unregister(self, region: Region) -> None:
-        try:
-            region.unregister(self._client, self.options.timeout_s)
-        except self._triton_error as e:  # the request's own outcome matters more than the clean-up
-            log.warning("could not unregister shared-memory region %s: %s", region.name, e)
+        for delay_s in (*UNREGISTER_RETRY_DELAYS_S, None):
+            try:
+                region.unregister(self._client, self.options.timeout_s)
+                return
+            except self._triton_error as e:  # the request's own outcome matters more than the clean-up
+                if delay_s is None or not still_in_use(e):
+                    log.warning("could not unregister shared-memory region %s: %s", region.name, e)
+                    return
+            time.sleep(delay_s)

@@ -23,6 +23,17 @@ from magnet_triton.client.errors import SharedMemoryError
 log = logging.getLogger(__name__)
 
 
+# Triton releases a request's inputs (and so its hold on their region) just after it sends the
+# response, so an unregister straight after ``infer`` can be refused with "currently in use". The
+# hold lasts milliseconds; these waits (about 2 s in all) cover a busy 2-core machine.
+UNREGISTER_RETRY_DELAYS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def still_in_use(error: Exception) -> bool:
+    """True when the server refused to unregister a region because a request still holds it."""
+    return "currently in use" in str(error)
+
+
 def _unique_name(kind: str) -> str:
     # Unique per process and request: several clients (and threads) share one server's region table.
     return f"magnet_client_{kind}_{os.getpid()}_{uuid.uuid4().hex[:12]}"
