@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--onnx-threads", type=int, default=0, help="onnxruntime threads per CPU network (0: all)"
     )
     parser.add_argument(
+        "--pipeline-threads",
+        type=int,
+        default=0,
+        help="PyTorch threads per magnet_pipeline instance for its own steps (0: all the server's CPUs)",
+    )
+    parser.add_argument(
         "--max-image-pixels", type=int, default=16 * 1024 * 1024, help="larger images are refused"
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the networks' warm-up at load")
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline_instances=args.pipeline_instances,
         network_instances=args.network_instances,
         onnx_threads=args.onnx_threads,
+        pipeline_threads=args.pipeline_threads,
         max_image_pixels=args.max_image_pixels,
         warmup=not args.no_warmup,
     )

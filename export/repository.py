@@ -63,6 +63,9 @@ class RepositoryOptions:
         pipeline_instances: concurrent ``magnet_pipeline`` executions (one request each).
         network_instances: instances of each network.
         onnx_threads: onnxruntime intra-op threads per CPU network instance (0: onnxruntime decides).
+        pipeline_threads: PyTorch threads of each ``magnet_pipeline`` instance for its own steps (0: the
+            CPUs the server may use). The steps run between network calls, so at low concurrency the
+            cores are otherwise idle while they run.
         max_image_pixels: larger images are refused with a message instead of exhausting memory.
         warmup: run each network once on random data at load, so the first request is not slow.
     """
@@ -73,6 +76,7 @@ class RepositoryOptions:
     pipeline_instances: int = 2
     network_instances: int = 1
     onnx_threads: int = 0
+    pipeline_threads: int = 0
     max_image_pixels: int = 16 * 1024 * 1024
     warmup: bool = True
     extra_parameters: dict[str, str] = field(default_factory=dict)
@@ -83,8 +87,9 @@ class RepositoryOptions:
         for name in ("max_batch", "pipeline_instances", "network_instances", "max_image_pixels"):
             if int(getattr(self, name)) < 1:
                 raise MagnetError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_queue_delay_us < 0 or self.onnx_threads < 0:
-            raise MagnetError("max_queue_delay_us and onnx_threads must be >= 0")
+        for name in ("max_queue_delay_us", "onnx_threads", "pipeline_threads"):
+            if int(getattr(self, name)) < 0:
+                raise MagnetError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------- config dicts
@@ -161,7 +166,7 @@ def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str
         "settings": json.dumps(settings.to_dict(), sort_keys=True),
         "max_image_pixels": options.max_image_pixels,
         "bls_max_batch": options.max_batch,
-        "torch_threads": 1,
+        "torch_threads": options.pipeline_threads,
         **options.extra_parameters,
     }
     if gpu:

@@ -52,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
     )
     start = time.perf_counter()
-    result = run_magnet(image, settings, networks, device=args.device)
+    result = run_magnet(
+        image,
+        settings,
+        networks,
+        device=args.device,
+        return_coarse=bool(args.coarse_out),
+        return_confidence=False,
+    )
     elapsed = time.perf_counter() - start
     write_class_map(args.out, result.segmentation)
     if args.coarse_out:

@@ -71,9 +71,13 @@ class TritonPythonModel:
         self.networks = BLSNetworks(
             pb_utils, device=self.device, max_batch=int(params.get("bls_max_batch", "8"))
         )
-        torch.set_num_threads(int(params.get("torch_threads", "1")))
+        torch.set_num_threads(int(params.get("torch_threads", "0")) or len(os.sched_getaffinity(0)))
         log.info(
-            "magnet_pipeline ready: preset %s on %s, steps %s", self.settings.name, self.device, self.steps
+            "magnet_pipeline ready: preset %s on %s, steps %s, %d torch threads",
+            self.settings.name,
+            self.device,
+            self.steps,
+            torch.get_num_threads(),
         )
 
     def _segment(self, request: Any) -> Any:
@@ -82,14 +86,23 @@ class TritonPythonModel:
         image = check_image(image_tensor.as_numpy())
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))
-        result = run_magnet(image, settings, self.networks, device=self.device, steps=self.steps)
-        return pb.InferenceResponse(
-            output_tensors=[
-                pb.Tensor(io_spec.SEGMENTATION, result.segmentation),
-                pb.Tensor(io_spec.COARSE_SEGMENTATION, result.coarse_segmentation),
-                pb.Tensor(io_spec.CONFIDENCE, result.confidence.astype(np.float32)),
-            ]
+        # Triton lists every output when the client names none, so this only skips what was left out.
+        requested = set(request.requested_output_names())
+        result = run_magnet(
+            image,
+            settings,
+            self.networks,
+            device=self.device,
+            steps=self.steps,
+            return_coarse=io_spec.COARSE_SEGMENTATION in requested,
+            return_confidence=io_spec.CONFIDENCE in requested,
         )
+        outputs = [pb.Tensor(io_spec.SEGMENTATION, result.segmentation)]
+        if result.coarse_segmentation is not None:
+            outputs.append(pb.Tensor(io_spec.COARSE_SEGMENTATION, result.coarse_segmentation))
+        if result.confidence is not None:
+            outputs.append(pb.Tensor(io_spec.CONFIDENCE, result.confidence.astype(np.float32)))
+        return pb.InferenceResponse(output_tensors=outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []

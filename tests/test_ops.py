@@ -11,7 +11,14 @@ import torch
 
 from magnet_triton.ops.geometry import patch_grid, patch_ratios, round_boxes
 from magnet_triton.ops.median import median_filter
-from magnet_triton.ops.refine import margin, paste_average, point_count, replace_points, valid_mask
+from magnet_triton.ops.refine import (
+    margin,
+    paste_average,
+    point_count,
+    replace_points,
+    valid_mask,
+    winner_and_margin,
+)
 from magnet_triton.ops.resize import nearest_source_indices, resize_nearest
 from magnet_triton.ops.roi_align import roi_align
 from magnet_triton.ops.topk import topk_lowest_index
@@ -268,3 +275,14 @@ def test_replace_points_copies_every_channel_at_the_indices_only():
 def test_margin_of_a_tie_between_the_two_best_classes_is_zero():
     probs = torch.tensor([[0.4, 0.1], [0.4, 0.6], [0.2, 0.3]])[None, :, :, None]
     np.testing.assert_allclose(margin(probs)[0, :, 0].numpy(), [0.0, 0.6 - 0.3], atol=1e-7)
+
+
+def test_winner_and_margin_equal_argmax_and_topk_on_random_maps_with_ties():
+    generator = torch.Generator().manual_seed(0)
+    # Values on a coarse grid make exact ties between the top classes common.
+    probs = torch.randint(0, 5, (2, 7, 9, 11), generator=generator).float() / 4
+    winner, top_margin = winner_and_margin(probs)
+    top2 = probs.topk(2, dim=1).values
+    assert torch.equal(winner, probs.argmax(dim=1)), "the first maximum, as argmax"
+    assert torch.equal(top_margin, top2[:, 0] - top2[:, 1])
+    assert (top_margin == 0).any(), "the case must contain ties"

@@ -140,6 +140,18 @@ def test_pipeline_is_deterministic():
     assert torch.equal(first.probabilities, second.probabilities)
 
 
+@pytest.mark.parametrize("mode", ["magnet", "magnet-fast", "downsample"])
+def test_outputs_left_out_are_none_and_change_nothing_else(mode):
+    image, settings = blocky_image(), small_settings(n_points=300).with_overrides(mode=mode)
+    full = run_magnet(image, settings, ColourNetworks(), return_probabilities=True)
+    lean = run_magnet(image, settings, ColourNetworks(), return_coarse=False, return_confidence=False)
+    assert lean.coarse_segmentation is None and lean.confidence is None
+    np.testing.assert_array_equal(lean.segmentation, full.segmentation)
+    np.testing.assert_array_equal(full.segmentation, full.probabilities.argmax(dim=1)[0].numpy())
+    top2 = full.probabilities.topk(2, dim=1).values[0]
+    np.testing.assert_array_equal(full.confidence, (top2[0] - top2[1]).numpy())
+
+
 @pytest.mark.parametrize(
     ("image", "message"),
     [

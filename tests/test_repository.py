@@ -143,7 +143,12 @@ def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"target": "tpu"}, "unknown target"), ({"max_batch": 0}, "max_batch"), ({"onnx_threads": -1}, ">= 0")],
+    [
+        ({"target": "tpu"}, "unknown target"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"onnx_threads": -1}, ">= 0"),
+        ({"pipeline_threads": -2}, "pipeline_threads"),
+    ],
 )
 def test_bad_repository_options_are_refused(changes, message):
     with pytest.raises(MagnetError, match=message):

@@ -91,6 +91,20 @@ def test_every_mode_matches_the_in_process_pipeline(client, reference_networks, 
     assert len(np.unique(served)) > 1
 
 
+def test_asking_for_the_segmentation_alone_returns_it_alone_and_unchanged(client):
+    image = scene(seed=2)
+    inputs = [tensor(io_spec.IMAGE, image, "UINT8"), *overrides(mode="magnet")]
+    everything = client.infer(io_spec.PIPELINE_MODEL, inputs)
+    alone = client.infer(
+        io_spec.PIPELINE_MODEL, inputs, outputs=[grpc.InferRequestedOutput(io_spec.SEGMENTATION)]
+    )
+    returned = {output.name for output in alone.get_response().outputs}
+    assert returned == {io_spec.SEGMENTATION}
+    np.testing.assert_array_equal(
+        alone.as_numpy(io_spec.SEGMENTATION), everything.as_numpy(io_spec.SEGMENTATION)
+    )
+
+
 def test_the_ensemble_decodes_png_bytes_like_the_raw_pipeline(client):
     image = scene(seed=1)
     raw, _ = segment(client, image, mode="magnet-fast")

@@ -18,15 +18,22 @@ from magnet_triton.ops.resize import resize_bilinear
 VALID_MASK_SHRINK = 10
 
 
-def margin(probs: torch.Tensor) -> torch.Tensor:
-    """Top-1 minus top-2 probability over the class axis: N x C x H x W -> N x H x W (C >= 2).
+def winner_and_margin(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The arg-max class and the top-1 minus top-2 probability over the class axis (C >= 2).
 
-    Written as max, mask the winner, max again: the same values as ``topk(2)`` (a tie gives 0 either
-    way) at about half its cost on the CPU, which matters on 19 x 2048 x 1024 maps.
+    N x C x H x W -> (N x H x W int64, N x H x W like ``probs``). Written as max, mask the winner, max
+    again: the same values as ``topk(2)`` (a tie gives 0 either way) at about half its cost on the CPU,
+    which matters on 19 x 2048 x 1024 maps; the winner is ``max``'s index (first maximum, as ``argmax``)
+    and comes for free.
     """
     top1, winner = probs.max(dim=1, keepdim=True)
     runner_up = probs.scatter(1, winner, float("-inf")).amax(dim=1)
-    return top1[:, 0] - runner_up
+    return winner[:, 0], top1[:, 0] - runner_up
+
+
+def margin(probs: torch.Tensor) -> torch.Tensor:
+    """Top-1 minus top-2 probability over the class axis: N x C x H x W -> N x H x W (C >= 2)."""
+    return winner_and_margin(probs)[1]
 
 
 def uncertainty(probs: torch.Tensor) -> torch.Tensor:
