@@ -3,12 +3,14 @@
 The reference run records what the backbone and the refiners returned; a replay feeds the same outputs
 back instantly, so :func:`~magnet_triton.pipeline.run_magnet`'s per-stage timings then measure only
 the orchestration (resizes, patch cutting, uncertainty, ``roi_align``, paste, smoothing, top-k, replace,
-finish). Replaying at 1 torch thread reproduces ``magnet_pipeline``'s setting (``torch_threads: 1`` in
-its config); other thread counts show what that setting costs at concurrency 1.
+finish). ``magnet_pipeline`` runs them on all the server's CPUs unless its ``torch_threads`` parameter
+says otherwise, which the replay at every core reproduces; the replay at 1 thread shows what one core
+costs (a server with several busy pipeline instances).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -67,14 +69,17 @@ def replay_profile(
     outputs: Sequence[torch.Tensor],
     expected: np.ndarray,
     *,
-    threads: Sequence[int] = (1, 2),
+    threads: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Orchestration seconds per stage at each torch thread count (network stages take ~0 here).
 
+    ``threads`` defaults to 1 and every CPU this process may use (``magnet_pipeline``'s default).
     Raises RuntimeError if a replay does not reproduce ``expected`` (the recorded run's class map).
     """
     from magnet_triton.pipeline import run_magnet
 
+    if threads is None:
+        threads = sorted({1, len(os.sched_getaffinity(0))})
     before = torch.get_num_threads()
     profile: dict[str, Any] = {}
     try:

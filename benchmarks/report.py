@@ -108,16 +108,16 @@ def _replay_table(results: dict[str, Any]) -> list[str]:
     rows.append(["total", *(replay[c]["total_s"] for c in columns)])
     lines = [
         "The pipeline's own steps (run_magnet replayed with the recorded network outputs, seconds per image; "
-        "`magnet_pipeline` runs them with 1 torch thread):",
+        "`magnet_pipeline` runs them on every CPU unless its `torch_threads` parameter is set):",
         "",
         *markdown_table(["stage", *(f"torch, {c}" for c in columns)], rows),
     ]
     single = [r for r in _rows(results, TRITON) if r["concurrency"] == 1]
     if single and columns:
-        share = replay[columns[0]]["total_s"] / single[0]["seconds_per_image"]
+        share = replay[columns[-1]]["total_s"] / single[0]["seconds_per_image"]
         lines += [
             "",
-            f"Replayed steps at {columns[0]} / Triton time per image at concurrency 1: {100 * share:.1f}%",
+            f"Replayed steps at {columns[-1]} / Triton time per image at concurrency 1: {100 * share:.1f}%",
         ]
     return lines
 

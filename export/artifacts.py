@@ -23,13 +23,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.export.staging import make_staging_dir, move_into_place
 
 if TYPE_CHECKING:
     from torch import nn
@@ -223,7 +223,7 @@ def build_artifacts(
         )
 
     out_dir = Path(out_dir).absolute()
-    tmp = _make_temp_dir(out_dir)
+    tmp = make_staging_dir(out_dir, MANIFEST)
     try:
         parity: dict[str, ParityReport] = {}
         b_spec = backbone_spec(settings, max_batch)
@@ -295,7 +295,7 @@ def build_artifacts(
             provenance=provenance,
         )
         (tmp / MANIFEST).write_text(json.dumps(artifacts.to_dict(), indent=2) + "\n")
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -348,11 +348,8 @@ def _engine_checked(
     say: Progress,
     engine_kwargs: dict[str, Any],
 ) -> None:
-    from magnet_triton.export.tensorrt_build import (
-        build_engine,
-        compare_engine_with_onnxruntime,
-        write_record,
-    )
+    from magnet_triton.export.engine_record import write_record
+    from magnet_triton.export.tensorrt_build import build_engine, compare_engine_with_onnxruntime
 
     say(f"{key}: building TensorRT {engine_kwargs['precision']} engine (this takes minutes)")
     record = build_engine(
@@ -379,7 +376,7 @@ def _engine_checked(
 
 
 def _copy_engine(src: Path, dst: Path) -> None:
-    from magnet_triton.export.tensorrt_build import read_record, write_record
+    from magnet_triton.export.engine_record import read_record, write_record
 
     shutil.copyfile(src, dst)
     write_record(dataclasses.replace(read_record(src), engine=dst.name), dst)
@@ -398,7 +395,7 @@ def _seed_timing_cache(out_dir: Path, tmp: Path) -> None:
 
 def _provenance(backbone: dict[str, Any], refiners: list[dict[str, Any]]) -> dict[str, Any]:
     from magnet_triton import __version__
-    from magnet_triton.export.tensorrt_build import file_sha256
+    from magnet_triton.export.engine_record import file_sha256
 
     def describe(source: dict[str, Any]) -> dict[str, Any]:
         if "checkpoint" in source:
@@ -414,41 +411,3 @@ def _provenance(backbone: dict[str, Any], refiners: list[dict[str, Any]]) -> dic
         "magnet_triton_version": __version__,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-# ---------------------------------------------------------------------- the output folder
-def _make_temp_dir(out_dir: Path) -> Path:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MagnetError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise MagnetError(
-            f"{out_dir} is not empty and holds no {MANIFEST}: refusing to replace files this command did "
-            "not write; choose a new or empty folder"
-        )
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    except OSError as e:
-        raise MagnetError(f"cannot write into {out_dir.parent}: {e.strerror or e}") from e
-    # mkdtemp makes the folder private (0700); the result must be readable like any other output,
-    # e.g. by a tritonserver running as another user.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; earlier artifacts there are moved aside first, then deleted."""
-    old = None
-    try:
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-    except OSError as e:
-        if old is not None and not out_dir.exists():
-            os.rename(old, out_dir)
-        raise MagnetError(f"cannot move the artifacts into {out_dir}: {e.strerror or e}") from e
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

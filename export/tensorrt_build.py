@@ -1,31 +1,35 @@
 """TensorRT 10 engines from the exported ONNX graphs, each with a JSON record beside it.
 
-A serialized engine only runs on the TensorRT version and the GPU model it was built for, and nothing
-inside the ``.plan`` file says so in a readable way. So every build writes ``<engine>.json`` (TensorRT
-version, GPU name and compute capability, precision, batch profile, the source ONNX hash, parity
-figures, build time), and :func:`load_engine` reads it first and refuses a mismatched engine with a
-message that names both sides, instead of a deserialisation error or wrong numbers.
+Builds, loads and runs engines; the record and the compatibility check that :func:`load_engine` applies
+before deserialising live in :mod:`magnet_triton.export.engine_record`.
 
-TensorRT, torch and pycuda are imported inside the functions that need them: this module, its records
-and the layer-pinning rules are usable (and tested) on machines without a GPU.
+TensorRT, torch and pycuda are imported inside the functions that need them: this module and the
+layer-pinning rules are usable (and tested) on machines without a GPU.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import hashlib
-import json
 import logging
 import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.export.engine_record import (
+    DEFAULT_WORKSPACE_BYTES,
+    BuildEnvironment,
+    EngineRecord,
+    atomic_write,
+    check_compatibility,
+    file_sha256,
+    read_record,
+    write_record,
+)
 from magnet_triton.export.parity import ParityBounds
 
 if TYPE_CHECKING:
@@ -50,7 +54,6 @@ DEFAULT_FP32_LAYERS: tuple[str, ...] = (
     "type:MATRIX_MULTIPLY",
     r"object_context_block/(MatMul|Mul|Softmax)",
 )
-DEFAULT_WORKSPACE_BYTES = 4 << 30
 #: Parity bounds of FP16 engines. Half precision keeps ~3 decimal digits; these are first guesses, to
 #: be tightened with measurements on real checkpoints.
 FP16_BOUNDS = ParityBounds(max_abs=5e-2, mean_abs=1e-3, argmax_agreement=0.99)
@@ -75,16 +78,7 @@ def _trt_logger(trt):
     return _logger
 
 
-# ---------------------------------------------------------------------- environment and records
-@dataclass(frozen=True)
-class BuildEnvironment:
-    """What an engine is tied to: the TensorRT version and the GPU model."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "major.minor", e.g. "9.0"
-
-
+# ---------------------------------------------------------------------- environment
 def current_environment(device: int = 0) -> BuildEnvironment:
     """The installed TensorRT and CUDA device ``device``, via torch.cuda or else pycuda."""
     trt = import_tensorrt()
@@ -114,112 +108,6 @@ def gpu_identity(device: int = 0) -> tuple[str, str]:
             f"no CUDA GPU {device} found (checked torch.cuda and pycuda: {type(e).__name__}); "
             "TensorRT engines must be built on the GPU that will run them, or use --target cpu"
         ) from e
-
-
-@dataclass
-class EngineRecord:
-    """The JSON written next to an engine (``<engine>.json``)."""
-
-    engine: str
-    model: str
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    precision: str
-    profile: dict[str, dict[str, list[int]]]
-    onnx_path: str
-    onnx_sha256: str
-    build_time_s: float
-    built_at: str
-    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
-    fp32_layers: list[str] = field(default_factory=list)
-    pinned_layers: list[str] = field(default_factory=list)
-    timing_cache: str | None = None
-    timing_cache_loaded: bool = False
-    parity: dict[str, Any] | None = None
-
-    @property
-    def environment(self) -> BuildEnvironment:
-        return BuildEnvironment(self.tensorrt_version, self.gpu_name, self.compute_capability)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EngineRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f))
-        if missing:
-            raise MagnetError(f"engine record lacks {missing}; rebuild the engine")
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def record_path(engine_path: str | os.PathLike[str]) -> Path:
-    """``model.plan`` -> ``model.plan.json``."""
-    p = Path(engine_path)
-    return p.with_name(p.name + ".json")
-
-
-def write_record(record: EngineRecord, engine_path: str | os.PathLike[str]) -> Path:
-    path = record_path(engine_path)
-    _atomic_write(path, (json.dumps(record.to_dict(), indent=2) + "\n").encode())
-    return path
-
-
-def read_record(engine_path: str | os.PathLike[str]) -> EngineRecord:
-    path = record_path(engine_path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MagnetError(
-            f"{engine_path} has no build record {path.name}: its TensorRT version and GPU are unknown; "
-            "rebuild it with this package"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise MagnetError(f"cannot read engine record {path}: {e}") from e
-    return EngineRecord.from_dict(data)
-
-
-def check_compatibility(record: EngineRecord, current: BuildEnvironment, engine_path: str = "engine") -> None:
-    """Raise MagnetError unless ``record`` was built with ``current``'s TensorRT version and GPU."""
-    built = record.environment
-    mismatch = []
-    if built.tensorrt_version != current.tensorrt_version:
-        mismatch.append("TensorRT version")
-    if built.compute_capability != current.compute_capability:
-        mismatch.append("compute capability")
-    if built.gpu_name != current.gpu_name:
-        mismatch.append("GPU")
-    if mismatch:
-        raise MagnetError(
-            f"{engine_path} was built with TensorRT {built.tensorrt_version} for {built.gpu_name} "
-            f"(compute capability {built.compute_capability}), but this machine has TensorRT "
-            f"{current.tensorrt_version} and {current.gpu_name} (compute capability "
-            f"{current.compute_capability}); {', '.join(mismatch)} differ. Rebuild the engine here."
-        )
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- precision pinning
@@ -361,9 +249,9 @@ def build_engine(
     build_time = time.perf_counter() - start
     if serialized is None:
         raise MagnetError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why")
-    _atomic_write(engine_path, memoryview(serialized))
+    atomic_write(engine_path, memoryview(serialized))
     if cache_path is not None:
-        _atomic_write(cache_path, memoryview(config.get_timing_cache().serialize()))
+        atomic_write(cache_path, memoryview(config.get_timing_cache().serialize()))
 
     record = EngineRecord(
         engine=engine_path.name,

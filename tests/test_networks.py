@@ -251,6 +251,18 @@ def test_truncated_checkpoint_file_is_a_magnet_error(tmp_path):
         load_checkpoint(build_network("refinement", 19), path)
 
 
+class _PickledObject:
+    """Not a tensor or container: torch.load(weights_only=True) refuses files holding one."""
+
+
+def test_checkpoint_holding_arbitrary_objects_is_refused_in_one_short_message(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {}, "trainer": _PickledObject()}, path)
+    with pytest.raises(MagnetError, match="holds Python objects besides tensors") as info:
+        load_checkpoint(build_network("refinement", 19), path)
+    assert str(path) in str(info.value) and len(str(info.value)) < 400
+
+
 def test_checkpoint_that_is_not_a_dict_is_a_magnet_error(tmp_path):
     path = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), path)

@@ -434,6 +434,7 @@ def test_export_modules_import_without_torch_onnx_or_tensorrt():
 
 def test_gpu_artifacts_build_one_engine_per_distinct_refiner_and_record_parity(tmp_path, monkeypatch):
     """The GPU orchestration with TensorRT replaced by stand-ins (the real build is in test_tensorrt_build)."""
+    from magnet_triton.export import engine_record as er
     from magnet_triton.export import tensorrt_build as tb
     from magnet_triton.export.parity import ParityReport
     from magnet_triton.networks.checkpoint import random_state_dict, save_checkpoint
@@ -444,7 +445,7 @@ def test_gpu_artifacts_build_one_engine_per_distinct_refiner_and_record_parity(t
         built.append(Path(engine_path).name)
         Path(engine_path).parent.mkdir(parents=True, exist_ok=True)
         Path(engine_path).write_bytes(Path(onnx_path).read_bytes()[:64])
-        record = tb.EngineRecord(
+        record = er.EngineRecord(
             engine=Path(engine_path).name,
             model=spec.name,
             tensorrt_version="10.3.0",
@@ -453,12 +454,12 @@ def test_gpu_artifacts_build_one_engine_per_distinct_refiner_and_record_parity(t
             precision=kwargs["precision"],
             profile={},
             onnx_path=str(onnx_path),
-            onnx_sha256=tb.file_sha256(onnx_path),
+            onnx_sha256=er.file_sha256(onnx_path),
             build_time_s=1.0,
             built_at="now",
             parity=kwargs.get("parity"),
         )
-        tb.write_record(record, engine_path)
+        er.write_record(record, engine_path)
         return record
 
     def fake_compare(engine_path, onnx_path, *, batch, **_):
@@ -467,7 +468,7 @@ def test_gpu_artifacts_build_one_engine_per_distinct_refiner_and_record_parity(t
         )
 
     monkeypatch.setattr(
-        tb, "current_environment", lambda device=0: tb.BuildEnvironment("10.3.0", "GPU", "9.0")
+        tb, "current_environment", lambda device=0: er.BuildEnvironment("10.3.0", "GPU", "9.0")
     )
     monkeypatch.setattr(tb, "build_engine", fake_build)
     monkeypatch.setattr(tb, "compare_engine_with_onnxruntime", fake_compare)
@@ -486,7 +487,7 @@ def test_gpu_artifacts_build_one_engine_per_distinct_refiner_and_record_parity(t
     assert built == ["backbone.plan", "refiner_1.plan"]  # the shared refiner is built once
     assert [p.name for p in art.refiner_engines] == ["refiner_1.plan", "refiner_2.plan", "refiner_3.plan"]
     assert all(p.is_file() for p in [art.backbone_engine, *art.refiner_engines])
-    record = tb.read_record(art.refiner_engines[2])
+    record = er.read_record(art.refiner_engines[2])
     assert record.engine == "refiner_3.plan" and record.onnx_path == "onnx/refiner_1.onnx"
     assert set(record.parity) == {"onnxruntime_vs_torch", "tensorrt_vs_onnxruntime"}
     assert {"backbone_tensorrt", "refiner_1_tensorrt"} <= set(art.parity)

@@ -13,16 +13,15 @@ import pytest
 
 from magnet_triton.errors import MagnetError
 from magnet_triton.export import tensorrt_build as tb
-from magnet_triton.export.tensorrt_build import (
-    DEFAULT_FP32_LAYERS,
+from magnet_triton.export.engine_record import (
     BuildEnvironment,
     EngineRecord,
     check_compatibility,
     read_record,
     record_path,
-    select_fp32_layers,
     write_record,
 )
+from magnet_triton.export.tensorrt_build import DEFAULT_FP32_LAYERS, select_fp32_layers
 from magnet_triton.io_spec import refiner_spec
 from magnet_triton.settings import get_preset
 

@@ -99,8 +99,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean "not a readable checkpoint"
+        if "Weights only load failed" in str(e):
+            # PyTorch's own message is a page of advice on unsafe loading; say what matters here.
+            raise MagnetError(
+                f"cannot read checkpoint {file}: it holds Python objects besides tensors, and untrusted "
+                "files are only loaded with torch.load(weights_only=True); load it in a trusted session "
+                "and re-save its state dict with torch.save(model.state_dict(), path)"
+            ) from e
+        first_line = str(e).splitlines()[0] if str(e) else ""
         raise MagnetError(
-            f"cannot read checkpoint {file}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            f"cannot read checkpoint {file}: {type(e).__name__}: {first_line} "
             "(expected a file written by torch.save holding a state dict)"
         ) from e
 
