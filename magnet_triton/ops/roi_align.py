@@ -7,7 +7,8 @@ The bilinear sampling of torchvision is separable: the value at (y, x) is a weig
 times a weighted sum over two columns, and the out-of-range rule (zero when y < -1, y > H, x < -1 or
 x > W) is a product of a row and a column condition. So each output row is a fixed combination of at
 most ``2 * gh`` input rows, and each output column of ``2 * gw`` input columns. We gather those rows,
-then those columns: the cost is proportional to the output, not to the input.
+then those columns, each within the box's own columns: the cost is proportional to the output, not
+to the input.
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: tuple[in
     for k, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
         row_index, row_weight = _axis_weights(y0, y1 - y0, out_h, height, coord_dtype)
         col_index, col_weight = _axis_weights(x0, x1 - x0, out_w, width, coord_dtype)
-        rows = features[:, row_index.to(features.device).flatten(), :]  # C x (ph * 2gh) x W
-        rows = rows.view(channels, out_h, -1, width)
+        # Only the columns the box reads: the row pass then costs the box's width, not the map's.
+        first_col, last_col = int(col_index.min()), int(col_index.max())
+        col_index = col_index - first_col
+        window = features[:, :, first_col : last_col + 1]
+        rows = window[:, row_index.to(features.device).flatten(), :]  # C x (ph * 2gh) x w
+        rows = rows.view(channels, out_h, -1, window.shape[2])
         row_weight = row_weight.to(features.device, features.dtype)
         rows = (rows * row_weight[None, :, :, None]).sum(dim=2)  # C x ph x W
         cols = rows[:, :, col_index.to(features.device).flatten()].view(channels, out_h, out_w, -1)
