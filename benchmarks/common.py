@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.request_options import option_names
 from magnet_triton.settings import Settings, settings_from_dict
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ SHARED_IMAGES = {
     "deepglobe": SHARED_DATA / "deepglobe_639004_sat.jpg",
 }
 #: The settings a request may change; everything else must match the served repository.
-OVERRIDABLE = ("mode", "n_points", "n_patches", "patch_order")
+OVERRIDABLE = option_names()
 
 
 # ---------------------------------------------------------------------- the record
@@ -188,25 +189,11 @@ def networks_from_manifest(repository: Path, settings: Settings) -> TorchNetwork
     The manifest records each network's source (checkpoint path or random seed), so the in-process
     systems run exactly the weights the server runs.
     """
-    from torch import nn
-
-    from magnet_triton.local import TorchNetworks
-    from magnet_triton.networks import build_network
-    from magnet_triton.networks.checkpoint import load_checkpoint, random_state_dict
+    from magnet_triton.local import torch_networks
+    from magnet_triton.networks.weights import weight_set_from_record
 
     sources = repository_manifest(repository)["provenance"]["networks"]
-
-    def build(name: str, source: dict[str, Any]) -> nn.Module:
-        module = build_network(name, settings.num_classes)
-        if source.get("weights") == "random":
-            module.load_state_dict(random_state_dict(name, settings.num_classes, int(source["seed"])))
-        else:
-            load_checkpoint(module, source["path"])
-        return module.eval()
-
-    backbone = build(settings.backbone, sources["backbone"])
-    refiners = [build("refinement", sources[f"refiner_{i + 1}"]) for i in range(settings.n_refiners)]
-    return TorchNetworks(backbone, refiners, max_batch=8)
+    return torch_networks(settings, weight_set_from_record(sources, settings.n_refiners), max_batch=8)
 
 
 def write_json(path: Path, data: Any) -> None:

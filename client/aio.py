@@ -29,7 +29,14 @@ from magnet_triton.client.base import (
 from magnet_triton.client.core import ProgressCallback
 from magnet_triton.client.errors import MagnetClientError, from_triton
 from magnet_triton.client.request import ImageInput, Request
-from magnet_triton.client.result import SegmentResult, parse_response, statistics_delta, summarize_health
+from magnet_triton.client.result import (
+    STATISTICS_RETRY_DELAYS_S,
+    SegmentResult,
+    parse_response,
+    statistics_delta,
+    summarize_health,
+    timings_complete,
+)
 from magnet_triton.client.shm import UNREGISTER_RETRY_DELAYS_S, Region, still_in_use
 
 log = logging.getLogger(__name__)
@@ -110,21 +117,13 @@ class AsyncMagnetClient:
         self,
         image: ImageInput,
         *,
-        mode: str | None = None,
-        n_points: float | None = None,
-        n_patches: int | None = None,
-        patch_order: str | None = None,
         via_shared_memory: bool = False,
         via_cuda_shared_memory: bool = False,
+        **overrides: Any,
     ) -> SegmentResult:
         """Segment one image; see :meth:`MagnetClient.segment` for the arguments and errors."""
         options = segment_options(
-            mode=mode,
-            n_points=n_points,
-            n_patches=n_patches,
-            patch_order=patch_order,
-            via_shared_memory=via_shared_memory,
-            via_cuda_shared_memory=via_cuda_shared_memory,
+            via_shared_memory=via_shared_memory, via_cuda_shared_memory=via_cuda_shared_memory, **overrides
         )
         return await self._segment(image, options)
 
@@ -240,7 +239,7 @@ class AsyncMagnetClient:
                 started = time.perf_counter()
                 response = await client.infer(request.model_name, inputs, **call_kwargs)
                 latency_s = time.perf_counter() - started
-                timings = statistics_delta(before, await self._statistics()) if before is not None else {}
+                timings = await self._timings(before, request.model_name) if before is not None else {}
             finally:
                 if region is not None:
                     await self._unregister(region)
@@ -255,6 +254,15 @@ class AsyncMagnetClient:
             attempts=attempt,
             server_timings=timings,
         )
+
+    async def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:
+        timings = statistics_delta(before, await self._statistics() or {})
+        for delay_s in STATISTICS_RETRY_DELAYS_S:
+            if timings_complete(timings, model_name):
+                break
+            await asyncio.sleep(delay_s)
+            timings = statistics_delta(before, await self._statistics() or {})
+        return timings
 
     async def _statistics(self) -> dict[str, Any] | None:
         if not self.options.collect_server_timings:

@@ -126,15 +126,13 @@ class SegmentOptions:
 
 
 def segment_options(
-    *,
-    mode: str | None = None,
-    n_points: float | None = None,
-    n_patches: int | None = None,
-    patch_order: str | None = None,
-    via_shared_memory: bool = False,
-    via_cuda_shared_memory: bool = False,
+    *, via_shared_memory: bool = False, via_cuda_shared_memory: bool = False, **overrides: Any
 ) -> SegmentOptions:
-    """Check ``segment``'s keyword arguments (see :meth:`MagnetClient.segment`)."""
+    """Check ``segment``'s keyword arguments (see :meth:`MagnetClient.segment`).
+
+    ``overrides`` are the per-request options by name (``mode=...``; None keeps the server's preset);
+    an unknown name is a :class:`BadRequestError` that lists the known ones.
+    """
     if via_shared_memory and via_cuda_shared_memory:
         raise BadRequestError("choose one of via_shared_memory and via_cuda_shared_memory, not both")
     if via_cuda_shared_memory:
@@ -143,8 +141,14 @@ def segment_options(
         transport = Transport.SYSTEM_SHM
     else:
         transport = Transport.GRPC
-    overrides = {"mode": mode, "n_points": n_points, "n_patches": n_patches, "patch_order": patch_order}
     return SegmentOptions(override_tensors(overrides), transport)
+
+
+def options_doc(indent: str = "            ") -> str:
+    """The per-request options as docstring lines, one per row of the option table."""
+    from magnet_triton import request_options
+
+    return "\n".join(f"{indent}``{o.name}``: {o.help}." for o in request_options.REQUEST_OPTIONS)
 
 
 def prepare_request(image: ImageInput, options: SegmentOptions) -> Request:

@@ -24,7 +24,7 @@ from magnet_triton.client.errors import (
 )
 from magnet_triton.client.palettes import PALETTE_NAMES
 from magnet_triton.errors import MagnetError
-from magnet_triton.settings import MODES, PATCH_ORDERS
+from magnet_triton.request_options import add_option_arguments, options_from_args
 
 EXIT_OK = 0
 EXIT_BAD_REQUEST = 1
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from magnet_triton import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     connection = argparse.ArgumentParser(add_help=False)
@@ -101,14 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--palette", choices=PALETTE_NAMES, default="auto", help="overlay colours; auto picks by class count"
     )
     segment.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight, 0..1 (%(default)s)")
-    segment.add_argument("--mode", choices=MODES, help="override the server's preset")
-    segment.add_argument(
-        "--n-points", type=float, help="points refined per scale: > 1 a count, else a fraction"
-    )
-    segment.add_argument(
-        "--n-patches", type=int, help="patches refined per scale: -1 all, 0 none, k the k most uncertain"
-    )
-    segment.add_argument("--patch-order", choices=PATCH_ORDERS)
+    add_option_arguments(segment, what="the server's")
     segment.add_argument("--concurrency", type=int, default=4, help="requests in flight (%(default)s)")
     segment.add_argument(
         "--raw", action="store_true", help="decode here and send pixels, not the encoded file"
@@ -169,12 +165,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if not 0 <= args.alpha <= 1:
         raise BadRequestError(f"--alpha must be in [0, 1], got {args.alpha}")
     images = _check_inputs(args.images)
-    overrides = {
-        "mode": args.mode,
-        "n_points": args.n_points,
-        "n_patches": args.n_patches,
-        "patch_order": args.patch_order,
-    }
+    overrides = options_from_args(args)
     segment_options(**overrides)  # a bad override fails once here, not once per image
     raw = args.raw or args.shared_memory
     with _client(args) as client:

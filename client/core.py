@@ -20,13 +20,21 @@ from magnet_triton.client.base import (
     make_options,
     make_region,
     num_classes_from_config,
+    options_doc,
     prepare_request,
     registration_failed,
     segment_options,
 )
 from magnet_triton.client.errors import MagnetClientError, from_triton
 from magnet_triton.client.request import ImageInput, Request
-from magnet_triton.client.result import SegmentResult, parse_response, statistics_delta, summarize_health
+from magnet_triton.client.result import (
+    STATISTICS_RETRY_DELAYS_S,
+    SegmentResult,
+    parse_response,
+    statistics_delta,
+    summarize_health,
+    timings_complete,
+)
 from magnet_triton.client.shm import UNREGISTER_RETRY_DELAYS_S, Region, still_in_use
 
 log = logging.getLogger(__name__)
@@ -116,47 +124,41 @@ class MagnetClient:
         self,
         image: ImageInput,
         *,
-        mode: str | None = None,
-        n_points: float | None = None,
-        n_patches: int | None = None,
-        patch_order: str | None = None,
         via_shared_memory: bool = False,
         via_cuda_shared_memory: bool = False,
+        **overrides: Any,
     ) -> SegmentResult:
         """Segment one image.
 
-        Args:
-            image: a file path (str or Path) or the encoded bytes of a PNG/JPEG/..., sent as they are to
-                the ``magnet`` ensemble, which decodes them; or an H x W x 3 uint8 RGB numpy array, sent
-                raw to ``magnet_pipeline``.
-            mode: ``magnet`` | ``magnet-fast`` | ``downsample`` | ``patching``; None keeps the server's preset.
-            n_points: points refined per scale: > 1 a count, else a fraction of the pixels.
-            n_patches: patches refined per scale: -1 all, 0 none, k > 0 the k most uncertain (MagNet-Fast).
-            patch_order: ``uncertain-first`` | ``official``.
-            via_shared_memory: send the pixels through a system shared-memory region instead of the gRPC
-                message (the server must run on this machine). Files and bytes are decoded here first.
-            via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
-                cuda-python and a GPU.
+                Args:
+                    image: a file path (str or Path) or the encoded bytes of a PNG/JPEG/..., sent as they are to
+                        the ``magnet`` ensemble, which decodes them; or an H x W x 3 uint8 RGB numpy array, sent
+                        raw to ``magnet_pipeline``.
+                    via_shared_memory: send the pixels through a system shared-memory region instead of the gRPC
+                        message (the server must run on this machine). Files and bytes are decoded here first.
+                    via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
+                        cuda-python and a GPU.
+                    overrides: per-request options of the served preset, by name; None or absent keeps the
+                        preset's value:
+        {options}
 
-        Returns:
-            a :class:`SegmentResult` with H0 x W0 maps.
+                Returns:
+                    a :class:`SegmentResult` with H0 x W0 maps.
 
-        Raises:
-            BadRequestError: the image or an override is wrong (checked before sending, or by the server).
-            ConnectionFailedError: the server stayed unreachable through every retry.
-            RequestTimeoutError: an attempt took longer than ``timeout_s``.
-            ServerError: the server failed otherwise.
-            SharedMemoryError, DependencyMissingError: shared memory could not be used.
+                Raises:
+                    BadRequestError: the image or an override is wrong (checked before sending, or by the server).
+                    ConnectionFailedError: the server stayed unreachable through every retry.
+                    RequestTimeoutError: an attempt took longer than ``timeout_s``.
+                    ServerError: the server failed otherwise.
+                    SharedMemoryError, DependencyMissingError: shared memory could not be used.
         """
         options = segment_options(
-            mode=mode,
-            n_points=n_points,
-            n_patches=n_patches,
-            patch_order=patch_order,
-            via_shared_memory=via_shared_memory,
-            via_cuda_shared_memory=via_cuda_shared_memory,
+            via_shared_memory=via_shared_memory, via_cuda_shared_memory=via_cuda_shared_memory, **overrides
         )
         return self._segment(image, options)
+
+    # The option list comes from the option table, so adding an option documents it here too.
+    segment.__doc__ = (segment.__doc__ or "").replace("{options}", options_doc("                "))
 
     def segment_many(
         self,
@@ -305,7 +307,7 @@ class MagnetClient:
                 started = time.perf_counter()
                 response = self._client.infer(request.model_name, inputs, **call_kwargs)
                 latency_s = time.perf_counter() - started
-                timings = statistics_delta(before, self._statistics()) if before is not None else {}
+                timings = self._timings(before, request.model_name) if before is not None else {}
             finally:
                 if region is not None:
                     self._unregister(region)
@@ -320,6 +322,15 @@ class MagnetClient:
             attempts=attempt,
             server_timings=timings,
         )
+
+    def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:
+        timings = statistics_delta(before, self._statistics() or {})
+        for delay_s in STATISTICS_RETRY_DELAYS_S:
+            if timings_complete(timings, model_name):
+                break
+            time.sleep(delay_s)
+            timings = statistics_delta(before, self._statistics() or {})
+        return timings
 
     def _statistics(self) -> dict[str, Any] | None:
         if not self.options.collect_server_timings:

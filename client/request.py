@@ -19,19 +19,10 @@ import numpy as np
 from magnet_triton import io_spec
 from magnet_triton.client.errors import BadRequestError
 from magnet_triton.errors import MagnetError
+from magnet_triton.request_options import option_names, parse_overrides, request_option
 
 #: What ``segment`` accepts: a file path, the encoded bytes of a PNG/JPEG/..., or an H x W x 3 uint8 array.
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
-
-# The ensemble's interface does not depend on the preset (the pipeline's spec ignores its settings),
-# so the client reads names and dtypes from it without knowing which preset the server runs.
-_ENSEMBLE = io_spec.ensemble_spec(None)  # type: ignore[arg-type]
-_OVERRIDE_FIELDS = {
-    "mode": io_spec.MODE,
-    "n_points": io_spec.N_POINTS,
-    "n_patches": io_spec.N_PATCHES,
-    "patch_order": io_spec.PATCH_ORDER,
-}
 
 
 class Transport(enum.Enum):
@@ -58,7 +49,7 @@ class Request:
     Attributes:
         model_name: ``magnet`` (encoded bytes, decoded by the server) or ``magnet_pipeline`` (raw pixels).
         image: the IMAGE_BYTES (BYTES [1]) or IMAGE (UINT8 H x W x 3) tensor.
-        overrides: the optional MODE / N_POINTS / N_PATCHES / PATCH_ORDER tensors that were given.
+        overrides: the optional per-request option tensors (``MODE``, ``N_POINTS``, ...) that were given.
         transport: how ``image`` travels; shared memory only ever carries a raw IMAGE.
         source: a short description of the image for messages ("photo.png", "a 150x230 array").
     """
@@ -157,20 +148,17 @@ def _decode(data: bytes, source: str) -> np.ndarray:
 
 
 def override_tensors(overrides: Mapping[str, Any]) -> tuple[Tensor, ...]:
-    """The optional MODE / N_POINTS / ... tensors for the overrides that are not None."""
-    # The server's own parser, so client and server accept exactly the same values.
-    from magnet_triton.model_repository.overrides import parse_overrides
-
-    unknown = sorted(set(overrides) - set(_OVERRIDE_FIELDS))
+    """The optional input tensors of the per-request options that are not None (keyed by option name)."""
+    unknown = sorted(set(overrides) - set(option_names()))
     if unknown:
-        raise BadRequestError(f"unknown override(s) {unknown}; known: {sorted(_OVERRIDE_FIELDS)}")
+        raise BadRequestError(f"unknown override(s) {unknown}; known: {sorted(option_names())}")
     try:
+        # The server's own parser, so client and server accept exactly the same values.
         parsed = parse_overrides({k: v for k, v in overrides.items() if v is not None})
     except MagnetError as e:
         raise BadRequestError(str(e)) from e
     tensors = []
-    for field, value in parsed.items():
-        spec = _ENSEMBLE.input(_OVERRIDE_FIELDS[field])
-        data = str(value).encode() if spec.dtype == "BYTES" else value
-        tensors.append(Tensor(spec.name, np.array([data], dtype=spec.numpy_dtype), spec.dtype))
+    for name, value in parsed.items():
+        option = request_option(name)
+        tensors.append(Tensor(option.tensor, option.encode(value), option.dtype))
     return tuple(tensors)

@@ -14,7 +14,7 @@ from magnet_triton.client.errors import ServerError
 # The per-model counters of Triton's statistics extension that a request's timing is made of.
 _STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 # The outputs do not depend on the preset (the pipeline's spec ignores its settings).
-_OUTPUTS = io_spec.ensemble_spec(None).outputs  # type: ignore[arg-type]
+_OUTPUTS = io_spec.ensemble_spec().outputs
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +86,24 @@ def parse_response(
         attempts=attempts,
         server_timings=server_timings,
     )
+
+
+# Triton counts a request in a model's statistics just after that model sends its response, so a
+# snapshot taken straight after ``infer`` returns can miss the last step of an ensemble. The lag is
+# milliseconds; these waits (about 2 s in all) cover a busy 2-core machine.
+STATISTICS_RETRY_DELAYS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def models_behind(model_name: str) -> tuple[str, ...]:
+    """The models that run for one request to ``model_name`` (the ensemble runs its two steps)."""
+    if model_name == io_spec.ENSEMBLE_MODEL:
+        return (io_spec.ENSEMBLE_MODEL, io_spec.DECODE_MODEL, io_spec.PIPELINE_MODEL)
+    return (model_name,)
+
+
+def timings_complete(timings: Mapping[str, Mapping[str, float]], model_name: str) -> bool:
+    """True when ``timings`` counts the request in every model behind ``model_name``."""
+    return all(timings.get(m, {}).get("requests", 0) >= 1 for m in models_behind(model_name))
 
 
 def statistics_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, float]]:

@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magnet_triton.errors import MagnetError
-from magnet_triton.export.staging import make_staging_dir, move_into_place
+from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
+from magnet_triton.export.staging import staged_output
+from magnet_triton.networks.registry import REFINER_NETWORK
+from magnet_triton.networks.weights import WeightSource, weight_set
+from magnet_triton.runtimes import RUNTIMES, Runtime, get_runtime
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from magnet_triton.export.parity import ParityReport
     from magnet_triton.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "artifacts.json"
-TARGETS = ("cpu", "gpu")
 _TIMING_CACHE = "engines/timing.cache"
 
 Progress = Callable[[str], None]
@@ -66,6 +67,7 @@ class Artifacts:
     refiner_engines: list[Path] = field(default_factory=list)
     parity: dict[str, ParityReport] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest: JSON-able, paths relative to ``out_dir``."""
@@ -76,6 +78,7 @@ class Artifacts:
         return {
             "settings": self.settings.to_dict(),
             "target": self.target,
+            "engine": self.engine,
             "precision": self.precision,
             "max_batch": self.max_batch,
             "backbone_onnx": rel(self.backbone_onnx),
@@ -85,6 +88,20 @@ class Artifacts:
             "parity": {k: r.to_dict() for k, r in self.parity.items()},
             "provenance": self.provenance,
         }
+
+    def served_files(self, runtime: Runtime) -> tuple[Path, list[Path]]:
+        """The files ``runtime`` serves: (backbone, refiners in version order).
+
+        Raises:
+            MagnetError: these artifacts were not built for that runtime's kind of file.
+        """
+        if runtime.artifact == "onnx":
+            return self.backbone_onnx, list(self.refiner_onnx)
+        if self.backbone_engine is None:
+            raise MagnetError(
+                f"{self.out_dir} holds no {runtime.artifact} files: build the artifacts for {runtime.name}"
+            )
+        return self.backbone_engine, list(self.refiner_engines)
 
 
 def load_artifacts(out_dir: str | os.PathLike[str]) -> Artifacts:
@@ -111,67 +128,19 @@ def load_artifacts(out_dir: str | os.PathLike[str]) -> Artifacts:
         refiner_engines=[root / p for p in data.get("refiner_engines", [])],
         parity={k: ParityReport.from_dict(v) for k, v in data.get("parity", {}).items()},
         provenance=data.get("provenance", {}),
+        engine=data.get("engine"),
     )
-
-
-def network_with_weights(
-    name: str,
-    num_classes: int,
-    *,
-    checkpoint: str | os.PathLike[str] | None = None,
-    random_seed: int | None = None,
-) -> nn.Module:
-    """Network ``name`` in eval mode with the checkpoint's weights (strict), or seeded random ones."""
-    from magnet_triton.networks import build_network
-
-    model = build_network(name, num_classes)
-    if checkpoint is not None:
-        from magnet_triton.networks.checkpoint import load_checkpoint
-
-        load_checkpoint(model, checkpoint)
-    elif random_seed is not None:
-        from magnet_triton.networks.checkpoint import random_state_dict
-
-        model.load_state_dict(random_state_dict(name, num_classes, int(random_seed)))
-    else:
-        raise MagnetError(f"{name}: give a checkpoint or a random-weights seed")
-    return model.eval()
-
-
-def refiner_sources(
-    refiner_checkpoints: Sequence[Path], n_refiners: int, random_seed: int | None
-) -> list[dict[str, Any]]:
-    """One weights source per refiner: ``{"checkpoint": Path}`` or ``{"seed": int}``.
-
-    One file per scale transition (``n_refiners`` files), or one file shared by every refiner, or none
-    with a seed (refiner ``i`` then gets seed ``random_seed + 1 + i``, so versions differ).
-    """
-    files = [Path(p) for p in refiner_checkpoints]
-    if not files:
-        if random_seed is None:
-            raise MagnetError(
-                f"no refiner checkpoint: give {n_refiners} refiner file(s) or one shared one, "
-                "or use random weights"
-            )
-        return [{"seed": int(random_seed) + 1 + i} for i in range(n_refiners)]
-    if len(files) == 1:
-        return [{"checkpoint": files[0]} for _ in range(n_refiners)]
-    if len(files) != n_refiners:
-        raise MagnetError(
-            f"got {len(files)} refiner checkpoints, but these settings use {n_refiners} refiner(s) "
-            f"(one per scale transition): give {n_refiners} files in scale order, or one shared file"
-        )
-    return [{"checkpoint": f} for f in files]
 
 
 def build_artifacts(
     settings: Settings,
     *,
-    backbone_checkpoint: Path | None,
-    refiner_checkpoints: Sequence[Path],
+    backbone_checkpoint: str | os.PathLike[str] | None,
+    refiner_checkpoints: Sequence[str | os.PathLike[str]],
     random_seed: int | None,
     out_dir: Path,
     target: str = "cpu",
+    engine: str | None = None,
     precision: str = "fp32",
     max_batch: int = 16,
     progress: Progress | None = None,
@@ -180,111 +149,85 @@ def build_artifacts(
     parity_fp64: bool = False,
     workspace_bytes: int | None = None,
 ) -> Artifacts:
-    """Export (and on ``gpu`` build) every network of ``settings`` into ``out_dir``.
+    """Export every network of ``settings`` to ONNX, and build what the runtime serves, into ``out_dir``.
 
     Args:
         settings: the backbone name, class count, input size and refiner count come from here.
-        backbone_checkpoint: authors'-layout checkpoint of the backbone; None for random weights.
-        refiner_checkpoints: see :func:`refiner_sources`.
-        random_seed: seed of random weights for the networks without a checkpoint (None: none allowed).
+        backbone_checkpoint, refiner_checkpoints, random_seed: the weights, as
+            :func:`~magnet_triton.networks.weights.weight_set` takes them.
         out_dir: result folder; replaced if it holds earlier artifacts, refused if it holds other files.
-        target: ``cpu`` (ONNX for onnxruntime) or ``gpu`` (also TensorRT engines).
-        precision: ``fp32``, or ``fp16`` for engines (the ONNX files are always FP32).
+        target, engine: the runtime (:func:`~magnet_triton.runtimes.get_runtime`); ``cpu`` serves the
+            ONNX files, ``gpu`` (TensorRT) also builds engines and checks them against onnxruntime.
+        precision: one of the runtime's precisions (the ONNX files are always FP32).
         max_batch: largest batch of both networks (Triton ``max_batch_size``, engine profile max).
         progress: called with one line per step; default: log at INFO.
         parity_batch: patches per parity check (the backbones are slow on CPUs).
         parity_fp64: also measure PyTorch FP32 against FP64 (doubles the check time).
 
     Raises:
-        MagnetError: bad arguments, unreadable checkpoints, unwritable ``out_dir``, missing TensorRT or
-            GPU on ``gpu``, or an export whose parity bounds fail. Nothing is left at ``out_dir`` then.
+        MagnetError: bad arguments, unreadable checkpoints, unwritable ``out_dir``, a missing engine
+            dependency or GPU, or an export whose parity bounds fail. Nothing is left at ``out_dir`` then.
     """
     from magnet_triton.io_spec import backbone_spec, refiner_spec, refiner_version
 
     say = progress or (lambda message: log.info("%s", message))
-    if target not in TARGETS:
-        raise MagnetError(f"target must be one of {TARGETS}, got {target!r}")
-    if precision not in ("fp32", "fp16"):
-        raise MagnetError(f"precision must be fp32 or fp16, got {precision!r}")
-    if precision == "fp16" and target == "cpu":
-        raise MagnetError("fp16 applies to TensorRT engines; use --target gpu, or fp32 for the CPU target")
-    if backbone_checkpoint is None and random_seed is None:
-        raise MagnetError("no backbone checkpoint: give one, or use random weights")
-    refiners = refiner_sources(refiner_checkpoints, settings.n_refiners, random_seed)
-    for path in [backbone_checkpoint, *(s.get("checkpoint") for s in refiners)]:
-        if path is not None and not Path(path).is_file():
-            raise MagnetError(f"checkpoint file not found: {path}")
-    if target == "gpu":
-        from magnet_triton.export.tensorrt_build import current_environment
-
-        env = current_environment()  # fail now, not after minutes of export
-        say(
-            f"TensorRT {env.tensorrt_version} on {env.gpu_name} (compute capability {env.compute_capability})"
+    runtime = get_runtime(target, engine)
+    if precision not in runtime.precisions:
+        able = [r.name for r in RUNTIMES if precision in r.precisions]
+        raise MagnetError(
+            f"{runtime.name} builds {list(runtime.precisions)} networks, not {precision!r}"
+            + (f"; {precision} needs {' or '.join(able)}" if able else "")
         )
+    weights = weight_set(settings, backbone_checkpoint, refiner_checkpoints, random_seed)
+    builder = _ENGINE_BUILDERS.get(runtime.artifact)
+    if builder is not None:
+        builder.preflight(say)  # fail now, not after minutes of export
 
     out_dir = Path(out_dir).absolute()
-    tmp = make_staging_dir(out_dir, MANIFEST)
-    try:
+    with staged_output(out_dir, MANIFEST) as staging:
+        tmp = staging.output
         parity: dict[str, ParityReport] = {}
         b_spec = backbone_spec(settings, max_batch)
         r_spec = refiner_spec(settings, max_batch)
-        backbone_source = (
-            {"checkpoint": backbone_checkpoint} if backbone_checkpoint else {"seed": random_seed}
-        )
         backbone_rel = Path("onnx/backbone.onnx")
+        export = {
+            "settings": settings,
+            "say": say,
+            "opset": opset,
+            "batch": parity_batch,
+            "fp64": parity_fp64,
+        }
         parity["backbone"] = _export_checked(
-            settings.backbone,
-            settings,
-            backbone_source,
-            b_spec,
-            tmp / backbone_rel,
-            say,
-            opset,
-            parity_batch,
-            parity_fp64,
+            settings.backbone, weights.backbone, b_spec, tmp / backbone_rel, **export
         )
         refiner_rels: list[Path] = []
-        done: dict[str, Path] = {}  # source key -> first ONNX exported from it (shared refiners)
-        for i, source in enumerate(refiners):
+        done: dict[WeightSource, Path] = {}  # first ONNX exported from each source (shared refiners)
+        for i, source in enumerate(weights.refiners):
             rel = Path(f"onnx/refiner_{refiner_version(i)}.onnx")
-            key = json.dumps({k: str(v) for k, v in source.items()})
-            if key in done:
-                say(f"refiner {i + 1}/{len(refiners)}: same weights as {done[key].name}, copying")
-                shutil.copyfile(tmp / done[key], tmp / rel)
+            if source in done:
+                say(f"refiner {i + 1}/{len(weights.refiners)}: same weights as {done[source].name}, copying")
+                shutil.copyfile(tmp / done[source], tmp / rel)
             else:
                 parity[f"refiner_{refiner_version(i)}"] = _export_checked(
-                    "refinement", settings, source, r_spec, tmp / rel, say, opset, parity_batch, parity_fp64
+                    REFINER_NETWORK, source, r_spec, tmp / rel, **export
                 )
-                done[key] = rel
+                done[source] = rel
             refiner_rels.append(rel)
 
         backbone_engine_rel, refiner_engine_rels = None, []
-        if target == "gpu":
-            engine_kwargs = {"precision": precision, "max_batch": max_batch}
+        if builder is not None:
+            engine_kwargs: dict[str, Any] = {"precision": precision, "max_batch": max_batch}
             if workspace_bytes is not None:
                 engine_kwargs["workspace_bytes"] = workspace_bytes
             _seed_timing_cache(out_dir, tmp)
-            backbone_engine_rel = Path("engines/backbone.plan")
-            _engine_checked(
-                tmp, backbone_rel, backbone_engine_rel, b_spec, parity, "backbone", say, engine_kwargs
+            backbone_engine_rel, refiner_engine_rels = builder.build(
+                tmp, backbone_rel, refiner_rels, b_spec, r_spec, parity, say, engine_kwargs
             )
-            built: dict[Path, Path] = {}
-            for i, onnx_rel in enumerate(refiner_rels):
-                rel = Path(f"engines/refiner_{refiner_version(i)}.plan")
-                source_rel = next((o for o, e in built.items() if _same_file(tmp / o, tmp / onnx_rel)), None)
-                if source_rel is not None:
-                    _copy_engine(tmp / built[source_rel], tmp / rel)
-                else:
-                    name = f"refiner_{refiner_version(i)}"
-                    _engine_checked(tmp, onnx_rel, rel, r_spec, parity, name, say, engine_kwargs)
-                    built[onnx_rel] = rel
-                refiner_engine_rels.append(rel)
 
-        provenance = _provenance(backbone_source, refiners)
         artifacts = Artifacts(
             out_dir=out_dir,
             settings=settings,
-            target=target,
+            target=runtime.device,
             precision=precision,
             max_batch=max_batch,
             backbone_onnx=out_dir / backbone_rel,
@@ -292,13 +235,10 @@ def build_artifacts(
             backbone_engine=out_dir / backbone_engine_rel if backbone_engine_rel else None,
             refiner_engines=[out_dir / r for r in refiner_engine_rels],
             parity=parity,
-            provenance=provenance,
+            provenance=_provenance(weights),
+            engine=runtime.engine,
         )
         (tmp / MANIFEST).write_text(json.dumps(artifacts.to_dict(), indent=2) + "\n")
-        move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"artifacts ready in {out_dir}")
     return artifacts
 
@@ -306,36 +246,78 @@ def build_artifacts(
 # ---------------------------------------------------------------------- steps
 def _export_checked(
     name: str,
-    settings: Settings,
-    source: dict[str, Any],
+    source: WeightSource,
     spec: Any,
     path: Path,
+    *,
+    settings: Settings,
     say: Progress,
     opset: int,
-    parity_batch: int,
-    parity_fp64: bool,
+    batch: int,
+    fp64: bool,
 ) -> ParityReport:
     from magnet_triton.export.onnx_export import export_onnx
     from magnet_triton.export.parity import parity_report
 
-    if "checkpoint" in source:
-        what = f"checkpoint {Path(source['checkpoint']).name}"
-    else:
-        what = f"random weights, seed {source['seed']}"
-    say(f"{path.stem}: loading {name} ({what})")
-    model = network_with_weights(
-        name, settings.num_classes, checkpoint=source.get("checkpoint"), random_seed=source.get("seed")
-    )
+    say(f"{path.stem}: loading {name} ({source.describe()})")
+    model = source.build(name, settings.num_classes)
     say(f"{path.stem}: exporting ONNX (opset {opset})")
-    export_onnx(model, spec, path, opset=opset, metadata={"magnet_triton.network": name})
+    export_onnx(model, spec, path, opset=opset, metadata={NETWORK_METADATA_KEY: name})
     say(f"{path.stem}: checking onnxruntime against PyTorch")
-    report = parity_report(
-        name, settings.num_classes, path, model, batch=parity_batch, fp64=parity_fp64, seed=0
-    )
+    report = parity_report(name, settings.num_classes, path, model, batch=batch, fp64=fp64, seed=0)
     say(report.table())
     if not report.passed:
         raise MagnetError(f"{path.name} differs from PyTorch: {'; '.join(report.failures())}")
     return report
+
+
+@dataclass(frozen=True)
+class _TensorRTPlans:
+    """The builder of the ``tensorrt_plan`` artifact: an engine per network, checked against onnxruntime."""
+
+    def preflight(self, say: Progress) -> None:
+        from magnet_triton.export.tensorrt_build import current_environment
+
+        env = current_environment()
+        say(
+            f"TensorRT {env.tensorrt_version} on {env.gpu_name} (compute capability {env.compute_capability})"
+        )
+
+    def build(
+        self,
+        tmp: Path,
+        backbone_rel: Path,
+        refiner_rels: list[Path],
+        b_spec: Any,
+        r_spec: Any,
+        parity: dict[str, ParityReport],
+        say: Progress,
+        engine_kwargs: dict[str, Any],
+    ) -> tuple[Path, list[Path]]:
+        from magnet_triton.io_spec import refiner_version
+
+        backbone_engine_rel = Path("engines/backbone.plan")
+        _engine_checked(
+            tmp, backbone_rel, backbone_engine_rel, b_spec, parity, "backbone", say, engine_kwargs
+        )
+        built: dict[Path, Path] = {}
+        refiner_engine_rels = []
+        for i, onnx_rel in enumerate(refiner_rels):
+            rel = Path(f"engines/refiner_{refiner_version(i)}.plan")
+            source_rel = next((o for o in built if _same_file(tmp / o, tmp / onnx_rel)), None)
+            if source_rel is not None:
+                _copy_engine(tmp / built[source_rel], tmp / rel)
+            else:
+                name = f"refiner_{refiner_version(i)}"
+                _engine_checked(tmp, onnx_rel, rel, r_spec, parity, name, say, engine_kwargs)
+                built[onnx_rel] = rel
+            refiner_engine_rels.append(rel)
+        return backbone_engine_rel, refiner_engine_rels
+
+
+#: What to build on top of the ONNX files, per runtime artifact (``Runtime.artifact``); ``onnx`` needs
+#: nothing more.
+_ENGINE_BUILDERS = {"tensorrt_plan": _TensorRTPlans()}
 
 
 def _engine_checked(
@@ -393,21 +375,12 @@ def _seed_timing_cache(out_dir: Path, tmp: Path) -> None:
         shutil.copyfile(previous, tmp / _TIMING_CACHE)
 
 
-def _provenance(backbone: dict[str, Any], refiners: list[dict[str, Any]]) -> dict[str, Any]:
+def _provenance(weights: Any) -> dict[str, Any]:
     from magnet_triton import __version__
-    from magnet_triton.export.engine_record import file_sha256
 
-    def describe(source: dict[str, Any]) -> dict[str, Any]:
-        if "checkpoint" in source:
-            path = Path(source["checkpoint"])
-            return {"weights": "checkpoint", "path": str(path), "sha256": file_sha256(path)}
-        return {"weights": "random", "seed": source["seed"]}
-
-    entries = {"backbone": describe(backbone)}
-    entries.update({f"refiner_{i + 1}": describe(s) for i, s in enumerate(refiners)})
     return {
-        "random_weights": any(e["weights"] == "random" for e in entries.values()),
-        "networks": entries,
+        "random_weights": weights.random,
+        "networks": weights.record(),
         "magnet_triton_version": __version__,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,21 +1,18 @@
-"""``magnet-triton export``: checkpoints in, a complete Triton model repository out.
+"""``magnet-triton export``: the command line of :func:`~magnet_triton.export.build.export_repository`.
 
-The networks are exported and checked (:func:`~magnet_triton.export.artifacts.build_artifacts`), then
-the repository is written next to the destination and renamed into place, so a folder named ``--out``
-is always a whole repository, never a half-written one.
+The flags map one to one onto its arguments and :class:`~magnet_triton.export.repository.RepositoryOptions`;
+a folder named ``--out`` is always a whole repository, never a half-written one.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from magnet_triton.errors import MagnetError
+from magnet_triton.runtimes import RUNTIMES, TARGETS, engine_help
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="model repository to create (must not exist or be empty)"
     )
+    parser.add_argument("--target", choices=TARGETS, default="cpu", help="the device kind that serves it")
     parser.add_argument(
-        "--target", choices=("cpu", "gpu"), default="cpu", help="cpu: onnxruntime; gpu: TensorRT"
+        "--engine",
+        choices=sorted({r.engine for r in RUNTIMES}),
+        help=f"the runtime on that device (default: the target's first); {engine_help()}",
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "fp16"), default="fp32", help="engine precision (gpu)"
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="network precision, where the engine builds fp16",
     )
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch of the networks")
     parser.add_argument(
@@ -66,12 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from magnet_triton.cli_args import settings_from_args
-    from magnet_triton.export.artifacts import build_artifacts
-    from magnet_triton.export.repository import RepositoryOptions, write_repository
+    from magnet_triton.export.build import export_repository
+    from magnet_triton.export.repository import RepositoryOptions
 
     settings = settings_from_args(args)
     options = RepositoryOptions(
         target=args.target,
+        engine=args.engine,
         max_batch=args.max_batch,
         pipeline_instances=args.pipeline_instances,
         network_instances=args.network_instances,
@@ -80,51 +84,23 @@ def run(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         warmup=not args.no_warmup,
     )
-    out = Path(args.out).resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MagnetError(f"{out} already exists and is not an empty folder; choose a new --out")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as e:
-        raise MagnetError(f"cannot write into {parent}: {e.strerror or e}") from e
+    start = time.perf_counter()
 
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    start = time.perf_counter()
     if args.random_weights is not None:
         progress(f"using seeded random weights (seed {args.random_weights}): the class maps mean nothing")
-    try:
-        work = Path(args.work_dir).resolve() if args.work_dir else staging / "artifacts"
-        artifacts = build_artifacts(
-            settings,
-            backbone_checkpoint=Path(args.backbone) if args.backbone else None,
-            refiner_checkpoints=[Path(p) for p in args.refiner],
-            random_seed=args.random_weights,
-            out_dir=work,
-            target=args.target,
-            precision=args.precision,
-            max_batch=args.max_batch,
-            progress=progress,
-        )
-        use_engines = args.target == "gpu"
-        provenance = {**artifacts.provenance, "parity": {k: r.to_dict() for k, r in artifacts.parity.items()}}
-        progress("writing the model repository")
-        write_repository(
-            staging / "repository",
-            settings,
-            options,
-            backbone_model=artifacts.backbone_engine if use_engines else artifacts.backbone_onnx,
-            refiner_models=artifacts.refiner_engines if use_engines else artifacts.refiner_onnx,
-            provenance=provenance,
-        )
-        if out.exists():
-            out.rmdir()
-        (staging / "repository").rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    progress(f"model repository written: {out}")
+    out = export_repository(
+        settings,
+        Path(args.out),
+        backbone_checkpoint=args.backbone,
+        refiner_checkpoints=args.refiner,
+        random_seed=args.random_weights,
+        options=options,
+        precision=args.precision,
+        work_dir=args.work_dir,
+        progress=progress,
+    )
     print(f"serve it with: magnet-triton serve --model-repository {out}")
     return 0

@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING
 
 from magnet_triton.errors import MagnetError
 
+#: The ONNX metadata key that names the network a file holds (the registry name, ``hrnet18+ocr``).
+NETWORK_METADATA_KEY = "magnet_triton.network"
+
 if TYPE_CHECKING:
     import onnx
     import torch

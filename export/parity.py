@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: ImageNet statistics used to normalise patches (``magnet-spec.md``, image preparation step 4).
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -142,20 +140,23 @@ def make_inputs(
 ) -> np.ndarray:
     """Inputs like the ones the network sees in the pipeline, B x Cin x h x w float32.
 
-    Backbones: a uniform random RGB image in [0, 1], normalised with ImageNet mean/std (3 channels).
+    Backbones: a uniform random RGB image in [0, 1], normalised as the registry says (3 channels).
     Refiner: fine then coarse probabilities (2C channels), each a softmax of random logits, so the
     inputs sum to 1 per pixel as in the pipeline rather than being raw noise.
     """
+    from magnet_triton.networks.registry import network_entry
+
+    normalization = network_entry(network_name).normalization
     w, h = input_size
     rng = np.random.default_rng(seed)
-    if network_name == "refinement":
+    if normalization is None:
         # Logits of spread 3 give a mix of confident and uncertain pixels.
         logits = rng.normal(0.0, 3.0, size=(2, batch, num_classes, h, w))
         prob = np.exp(logits - logits.max(axis=2, keepdims=True))
         prob /= prob.sum(axis=2, keepdims=True)
         return np.concatenate([prob[0], prob[1]], axis=1).astype(np.float32)
     image = rng.uniform(0.0, 1.0, size=(batch, h, w, 3)).astype(np.float32)
-    normalised = (image - IMAGENET_MEAN) / IMAGENET_STD
+    normalised = (image - normalization.mean_array) / normalization.std_array
     return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
@@ -287,7 +288,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``magnet-triton parity`` to the command line."""
-    from magnet_triton.networks import NETWORK_NAMES
+    from magnet_triton.networks.registry import NETWORK_NAMES
 
     p = subparsers.add_parser(
         "parity",
@@ -311,7 +312,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_parity(args: argparse.Namespace) -> int:
-    from magnet_triton.export.artifacts import network_with_weights
+    from magnet_triton.networks.weights import network_with_weights
 
     if not args.onnx.is_file():
         raise MagnetError(f"no ONNX file at {args.onnx}")

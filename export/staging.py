@@ -9,24 +9,63 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from magnet_triton.errors import MagnetError
 
 
-def make_staging_dir(out_dir: Path, manifest: str) -> Path:
+@dataclass(frozen=True)
+class Staging:
+    """The folders of one staged build.
+
+    Attributes:
+        output: build the result here; it becomes ``out_dir`` when the build succeeds.
+        scratch: intermediate files, deleted with the staging folder whatever happens.
+    """
+
+    output: Path
+    scratch: Path
+
+
+@contextmanager
+def staged_output(out_dir: Path, manifest: str, *, replace: bool = True) -> Iterator[Staging]:
+    """Build into a hidden sibling of ``out_dir`` and rename the result into place on success.
+
+    On any exception (Ctrl-C included) the sibling is deleted and ``out_dir`` is left as it was.
+    ``replace``: whether an earlier output (a folder holding ``manifest``) may be replaced; see
+    :func:`make_staging_dir`.
+    """
+    out_dir = Path(out_dir).absolute()
+    root = make_staging_dir(out_dir, manifest, replace=replace)
+    try:
+        staging = Staging(output=root / "output", scratch=root / "scratch")
+        staging.output.mkdir()
+        staging.scratch.mkdir()
+        yield staging
+        move_into_place(staging.output, out_dir)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def make_staging_dir(out_dir: Path, manifest: str, *, replace: bool = True) -> Path:
     """A new hidden sibling of ``out_dir`` to build into; refuses an ``out_dir`` this code did not write.
 
-    ``out_dir`` may be missing, empty, or an earlier output (it holds ``manifest``); anything else is
-    someone's files, and replacing them later would lose them.
+    ``out_dir`` may be missing, empty, or (when ``replace``) an earlier output (it holds ``manifest``);
+    anything else is someone's files, and replacing them later would lose them.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise MagnetError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / manifest).is_file():
-        raise MagnetError(
-            f"{out_dir} is not empty and holds no {manifest}: refusing to replace files this command did "
-            "not write; choose a new or empty folder"
-        )
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not replace:
+            raise MagnetError(f"{out_dir} already exists and is not an empty folder; choose a new folder")
+        if not (out_dir / manifest).is_file():
+            raise MagnetError(
+                f"{out_dir} is not empty and holds no {manifest}: refusing to replace files this command "
+                "did not write; choose a new or empty folder"
+            )
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))

@@ -30,6 +30,7 @@ from magnet_triton.export.engine_record import (
     read_record,
     write_record,
 )
+from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
 from magnet_triton.export.parity import ParityBounds
 
 if TYPE_CHECKING:
@@ -44,16 +45,6 @@ TENSORRT_MISSING = (
     "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and driver), or use --target cpu"
 )
 PRECISIONS = ("fp32", "fp16")
-#: Layers kept in FP32 in an FP16 engine. ``type:NAME`` matches a ``trt.LayerType`` member name; any
-#: other pattern is a case-insensitive regular expression searched in the layer name, which the ONNX
-#: parser takes from the node name (``/network/ocr_distri_head/object_context_block/MatMul``). Softmax
-#: saturates and the OCR attention sums 256-wide dot products over thousands of pixels: both lose
-#: class ranking in half precision, and both are a negligible share of the run time.
-DEFAULT_FP32_LAYERS: tuple[str, ...] = (
-    "type:SOFTMAX",
-    "type:MATRIX_MULTIPLY",
-    r"object_context_block/(MatMul|Mul|Softmax)",
-)
 #: Parity bounds of FP16 engines. Half precision keeps ~3 decimal digits; these are first guesses, to
 #: be tightened with measurements on real checkpoints.
 FP16_BOUNDS = ParityBounds(max_abs=5e-2, mean_abs=1e-3, argmax_agreement=0.99)
@@ -161,6 +152,26 @@ def _pin_fp32(trt, network, patterns: Sequence[str]) -> list[str]:
     return chosen
 
 
+def registry_fp32_layers(onnx_path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The FP32 patterns of the network an exported ONNX file holds (``NetworkEntry.fp32_layers``).
+
+    Raises:
+        MagnetError: the file does not name its network; pass ``fp32_layers`` explicitly then.
+    """
+    import onnx
+
+    from magnet_triton.networks.registry import network_entry
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    names = [p.value for p in proto.metadata_props if p.key == NETWORK_METADATA_KEY]
+    if not names:
+        raise MagnetError(
+            f"{onnx_path} does not say which network it holds (no {NETWORK_METADATA_KEY} metadata): "
+            "give fp32_layers for its FP16 engine"
+        )
+    return network_entry(names[0]).fp32_layers
+
+
 # ---------------------------------------------------------------------- build and load
 def build_engine(
     onnx_path: str | os.PathLike[str],
@@ -171,7 +182,7 @@ def build_engine(
     min_batch: int = 1,
     opt_batch: int | None = None,
     max_batch: int | None = None,
-    fp32_layers: Sequence[str] = DEFAULT_FP32_LAYERS,
+    fp32_layers: Sequence[str] | None = None,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     timing_cache_path: str | os.PathLike[str] | None = None,
     parity: Mapping[str, Any] | None = None,
@@ -181,7 +192,8 @@ def build_engine(
 
     The optimisation profile spans batches ``min_batch``..``max_batch`` (default: the spec's
     ``max_batch_size``), tuned for ``opt_batch`` (default ``max_batch``). ``fp16`` enables half
-    precision and obeys FP32 constraints on ``fp32_layers``; ``fp32`` also turns TF32 off, which
+    precision and obeys FP32 constraints on ``fp32_layers`` (default: the registry's ``fp32_layers`` of
+    the network the ONNX file names in its metadata); ``fp32`` also turns TF32 off, which
     TensorRT enables by default and which would not meet the FP32 parity bounds. A timing cache at
     ``timing_cache_path`` is read when it exists and written back afterwards, so rebuilds skip kernel
     timing. ``parity`` figures (e.g. ``ParityReport.to_dict()``) go into the record as given.
@@ -197,6 +209,8 @@ def build_engine(
     trt = import_tensorrt()
     env = current_environment(device)
     logger = _trt_logger(trt)
+    if fp32_layers is None and precision == "fp16":
+        fp32_layers = registry_fp32_layers(onnx_path)
 
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: every network has an explicit batch

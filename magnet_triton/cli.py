@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from magnet_triton import __version__
 from magnet_triton.errors import MagnetError
 
 #: Modules that add sub-commands, in the order they appear in ``--help``.
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MagNet progressive semantic segmentation for NVIDIA Triton and TensorRT.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from magnet_triton.settings import MODES, PATCH_ORDERS, PRESETS, Settings
+from magnet_triton.request_options import add_option_arguments, options_from_args
+from magnet_triton.settings import PRESETS, Settings
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, *, default_preset: str | None = None) -> None:
-    """``--preset`` and the per-run overrides of its fields."""
+    """``--preset`` and the per-run overrides of its fields (one flag per request option)."""
     parser.add_argument(
         "--preset",
         required=default_preset is None,
         default=default_preset,
         choices=sorted(PRESETS),
-        help="published settings to start from",
+        help="published settings to start from" + (f" (default: {default_preset})" if default_preset else ""),
     )
-    parser.add_argument("--mode", choices=MODES, help="override the preset's mode")
-    parser.add_argument("--n-points", type=float, help="> 1: points per scale; <= 1: fraction of the pixels")
-    parser.add_argument(
-        "--n-patches", type=int, help="-1: every patch; k > 0: the k most uncertain (MagNet-Fast)"
-    )
-    parser.add_argument("--patch-order", choices=PATCH_ORDERS, help="which patches MagNet-Fast refines")
+    add_option_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The preset named by ``--preset`` with the overrides given on the command line."""
     from magnet_triton.settings import get_preset
 
-    return get_preset(
-        args.preset,
-        mode=args.mode,
-        n_points=args.n_points,
-        n_patches=args.n_patches,
-        patch_order=args.patch_order,
-    )
+    return get_preset(args.preset, **options_from_args(args))
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,39 +22,38 @@ RANDOM_WEIGHTS_NOTICE = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from magnet_triton.cli_args import add_checkpoint_arguments, add_settings_arguments
+
     parser = subparsers.add_parser(
         "demo",
         help="export, serve and segment one image over gRPC, end to end",
         description="Export a CPU model repository, start the bundled tritonserver, segment an image over "
         "gRPC, write the class map and an overlay, and stop the server.",
     )
-    parser.add_argument(
-        "--preset", default="cityscapes-fast", help="preset to export (default: cityscapes-fast)"
-    )
+    add_settings_arguments(parser, default_preset="cityscapes-fast")
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--image", metavar="FILE", help="image to segment (default: a synthetic street scene)"
     )
-    parser.add_argument("--backbone", metavar="FILE", help="backbone checkpoint (else random weights)")
-    parser.add_argument("--refiner", metavar="FILE", nargs="+", default=[], help="refiner checkpoint(s)")
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="where everything is written")
-    parser.add_argument("--mode", help="override the preset's mode for the request")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
-
+    from magnet_triton.cli_args import settings_from_args
     from magnet_triton.client import MagnetClient, get_palette, write_overlay
-    from magnet_triton.export import cli as export_cli
+    from magnet_triton.export.build import export_repository
     from magnet_triton.imageio import read_image, write_class_map
     from magnet_triton.sample import street_scene
     from magnet_triton.server import TritonServer
-    from magnet_triton.settings import get_preset
 
+    settings = settings_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    random_weights = args.backbone is None
-    if random_weights:
+    random_seed = args.random_weights
+    if args.backbone is None and random_seed is None:
+        random_seed = 0
+    if random_seed is not None:
         print(RANDOM_WEIGHTS_NOTICE)
     if args.image:
         image_path = Path(args.image)
@@ -65,35 +64,33 @@ def run(args: argparse.Namespace) -> int:
         Image.fromarray(street_scene()).save(image_path)
         print(f"sample image (synthetic, made by this command): {image_path}")
 
-    repository = out / "model_repository"
-    if repository.exists():
-        shutil.rmtree(repository)
-    export_args = ["--preset", args.preset, "--out", str(repository), "--target", "cpu"]
-    if random_weights:
-        export_args += ["--random-weights", "0"]
-    else:
-        export_args += ["--backbone", args.backbone, "--refiner", *args.refiner]
-    parser = argparse.ArgumentParser()
-    export_cli.register(parser.add_subparsers())
-    export_cli.run(parser.parse_args(["export", *export_args]))
+    # The demo's own earlier repository is replaced; a folder it did not write is refused.
+    repository = export_repository(
+        settings,
+        out / "model_repository",
+        backbone_checkpoint=args.backbone,
+        refiner_checkpoints=args.refiner,
+        random_seed=random_seed,
+        replace=True,
+        progress=print,
+    )
 
     print("starting the bundled tritonserver ...")
     with TritonServer(repository, log_path=out / "tritonserver.log") as server:
         print(f"serving on grpc {server.grpc_url}, http {server.http_url}")
         with MagnetClient(server.grpc_url, timeout_s=1800) as client:
             start = time.perf_counter()
-            result = client.segment(image_path, mode=args.mode)
+            result = client.segment(image_path)
             elapsed = time.perf_counter() - start
     print(f"segmented {image_path} over gRPC in {elapsed:.1f} s; server stopped")
 
     class_map_path = out / f"{image_path.stem}_classes.png"
     overlay_path = out / f"{image_path.stem}_overlay.png"
     write_class_map(class_map_path, result.segmentation)
-    settings = get_preset(args.preset)
     write_overlay(
         overlay_path, read_image(image_path), result.segmentation, get_palette("auto", settings.num_classes)
     )
     print(f"class map: {class_map_path}\noverlay:   {overlay_path}")
-    if random_weights:
+    if random_seed is not None:
         print(RANDOM_WEIGHTS_NOTICE)
     return 0

@@ -20,31 +20,7 @@ from typing import TYPE_CHECKING, Any
 from magnet_triton.errors import MagnetError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from magnet_triton.metrics import MapComparison
-
-#: PIL modes that hold one value per pixel; palette ("P") indices are the class ids.
-_SINGLE_CHANNEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
-
-
-def read_class_map(path: Path) -> np.ndarray:
-    """Read a single-channel PNG of class indices as an H x W integer array (uint8, uint16 or int32)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            if img.mode not in _SINGLE_CHANNEL_MODES:
-                raise MagnetError(
-                    f"{path} is not a single-channel class map (PIL mode {img.mode}); save class "
-                    "indices as an 8-bit grey or palette PNG, not a colour rendering"
-                )
-            return np.asarray(img)
-    except FileNotFoundError as e:
-        raise MagnetError(f"{path} does not exist") from e
-    except (UnidentifiedImageError, OSError) as e:
-        raise MagnetError(f"cannot read {path} as an image: {e}") from e
 
 
 def collect_maps(sources: Sequence[str | Path], what: str) -> dict[str, Path]:
@@ -129,6 +105,7 @@ def score_files(
     import numpy as np
 
     from magnet_triton import metrics
+    from magnet_triton.imageio import read_class_map
 
     preds = collect_maps(pred_sources, "prediction")
     labels = collect_maps(label_sources, "label")
@@ -184,6 +161,7 @@ def compare_files(
     from PIL import Image
 
     from magnet_triton import metrics
+    from magnet_triton.imageio import read_class_map
 
     a, b = read_class_map(Path(path_a)), read_class_map(Path(path_b))
     if a.shape != b.shape:

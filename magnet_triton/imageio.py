@@ -66,14 +66,24 @@ def write_class_map(path: str | os.PathLike, class_map: np.ndarray) -> None:
         raise MagnetError(f"cannot write {path}: {e.strerror or e}") from e
 
 
+#: PIL modes that hold one value per pixel; palette ("P") indices are the class ids.
+_SINGLE_CHANNEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
+
+
 def read_class_map(path: str | os.PathLike) -> np.ndarray:
-    """A single-channel PNG of class indices -> H x W uint8."""
-    from PIL import Image
+    """A single-channel PNG of class indices -> H x W integers (uint8, or uint16 / int32 for labels
+    saved with more than 8 bits)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            if img.mode not in ("L", "P"):
-                raise MagnetError(f"{path} is a {img.mode} image, not a single-channel class map")
-            return np.asarray(img, dtype=np.uint8)
-    except OSError as e:
-        raise MagnetError(f"cannot read class map {path}: {e}") from e
+            if img.mode not in _SINGLE_CHANNEL_MODES:
+                raise MagnetError(
+                    f"{path} is not a single-channel class map (PIL mode {img.mode}); save class "
+                    "indices as an 8-bit grey or palette PNG, not a colour rendering"
+                )
+            return np.asarray(img)
+    except FileNotFoundError as e:
+        raise MagnetError(f"{path} does not exist") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise MagnetError(f"cannot read {path} as an image: {e}") from e

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from magnet_triton import request_options
 from magnet_triton.errors import MagnetError
+from magnet_triton.request_options import request_option
 
 if TYPE_CHECKING:
     from magnet_triton.settings import Settings
@@ -35,10 +37,12 @@ FINE_AND_COARSE = "FINE_AND_COARSE"
 PROBABILITIES = "PROBABILITIES"
 IMAGE = "IMAGE"
 IMAGE_BYTES = "IMAGE_BYTES"
-MODE = "MODE"
-N_POINTS = "N_POINTS"
-N_PATCHES = "N_PATCHES"
-PATCH_ORDER = "PATCH_ORDER"
+# The optional inputs of the per-request options are named by their rows in request_options; these
+# aliases are for code that addresses one of them by name.
+MODE = request_option("mode").tensor
+N_POINTS = request_option("n_points").tensor
+N_PATCHES = request_option("n_patches").tensor
+PATCH_ORDER = request_option("patch_order").tensor
 SEGMENTATION = "SEGMENTATION"
 COARSE_SEGMENTATION = "COARSE_SEGMENTATION"
 CONFIDENCE = "CONFIDENCE"
@@ -251,15 +255,10 @@ def refiner_version(refiner_index: int) -> int:
 
 
 def _override_inputs() -> tuple[TensorSpec, ...]:
-    return (
-        TensorSpec(
-            MODE, "BYTES", (1,), optional=True, description="magnet | magnet-fast | downsample | patching"
-        ),
-        TensorSpec(
-            N_POINTS, "FP32", (1,), optional=True, description="> 1 points per scale, else a fraction"
-        ),
-        TensorSpec(N_PATCHES, "INT32", (1,), optional=True, description="-1 all, 0 none, k > 0 MagNet-Fast"),
-        TensorSpec(PATCH_ORDER, "BYTES", (1,), optional=True, description="uncertain-first | official"),
+    """One optional 1-element input per row of :data:`~magnet_triton.request_options.REQUEST_OPTIONS`."""
+    return tuple(
+        TensorSpec(o.tensor, o.dtype, (1,), optional=True, description=o.help)
+        for o in request_options.REQUEST_OPTIONS
     )
 
 
@@ -269,13 +268,19 @@ def _segmentation_outputs() -> tuple[TensorSpec, ...]:
         TensorSpec(
             COARSE_SEGMENTATION, "UINT8", (-1, -1), description="H0 x W0 class map of the coarse pass"
         ),
-        TensorSpec(CONFIDENCE, "FP32", (-1, -1), description="H0 x W0 probability of the chosen class"),
+        TensorSpec(
+            CONFIDENCE,
+            "FP32",
+            (-1, -1),
+            description="H0 x W0 top-1 minus top-2 class probability of the final scale, in [0, 1]",
+        ),
     )
 
 
-def pipeline_spec(settings: Settings) -> ModelSpec:
+def pipeline_spec(settings: Settings | None = None) -> ModelSpec:
     """The BLS pipeline: one decoded RGB image in, class maps out. ``settings`` fixes nothing here yet,
-    but is taken so every constructor has the same shape and future settings-dependent dims fit."""
+    but is taken so every constructor has the same shape and future settings-dependent dims fit; the
+    client, which does not know the served preset, leaves it out."""
     del settings
     return ModelSpec(
         name=PIPELINE_MODEL,
@@ -298,7 +303,7 @@ def decode_spec() -> ModelSpec:
     )
 
 
-def ensemble_spec(settings: Settings) -> ModelSpec:
+def ensemble_spec(settings: Settings | None = None) -> ModelSpec:
     """The public entry point: encoded image bytes (and the pipeline's optional overrides) in."""
     pipeline = pipeline_spec(settings)
     return ModelSpec(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from magnet_triton.errors import MagnetError
 from magnet_triton.settings import Settings
+
+if TYPE_CHECKING:
+    from magnet_triton.networks.weights import WeightSet
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +51,6 @@ class TorchNetworks:
         return self._run(self.refiner_modules[index], fine_and_coarse)
 
 
-def expand_refiner_paths(paths: Sequence[str | os.PathLike], n_refiners: int) -> list[Path]:
-    """One refiner file per scale transition, or one shared file used for all of them."""
-    paths = [Path(p) for p in paths]
-    if len(paths) == 1:
-        return paths * n_refiners
-    if len(paths) != n_refiners:
-        raise MagnetError(
-            f"got {len(paths)} refiner files, but the settings use {n_refiners} refiners: "
-            f"give one file per scale transition ({n_refiners}) or one shared file"
-        )
-    return paths
-
-
 def load_networks(
     settings: Settings,
     backbone_path: str | os.PathLike | None,
@@ -71,23 +60,28 @@ def load_networks(
     device: torch.device | str = "cpu",
     max_batch: int = 8,
 ) -> TorchNetworks:
-    """Build the preset's networks and load the authors' checkpoints strictly (or seeded random weights)."""
-    from magnet_triton.networks import build_network
-    from magnet_triton.networks.checkpoint import load_checkpoint, random_state_dict
+    """Build the preset's networks and load the authors' checkpoints strictly (or seeded random weights).
 
-    backbone = build_network(settings.backbone, settings.num_classes)
-    refiners = [build_network("refinement", settings.num_classes) for _ in range(settings.n_refiners)]
-    if random_seed is not None:
-        log.warning("using seeded random weights (seed %d): the class maps mean nothing", random_seed)
-        backbone.load_state_dict(random_state_dict(settings.backbone, settings.num_classes, random_seed))
-        for index, refiner in enumerate(refiners):
-            refiner.load_state_dict(
-                random_state_dict("refinement", settings.num_classes, random_seed + 1 + index)
-            )
-    else:
-        if backbone_path is None or not refiner_paths:
-            raise MagnetError("give --backbone and --refiner checkpoints, or --random-weights SEED")
-        load_checkpoint(backbone, backbone_path)
-        for refiner, path in zip(refiners, expand_refiner_paths(refiner_paths, settings.n_refiners)):
-            load_checkpoint(refiner, path)
+    The weights are named as :func:`~magnet_triton.networks.weights.weight_set` takes them: a network
+    without a checkpoint gets seeded random weights when ``random_seed`` is given.
+    """
+    from magnet_triton.networks.weights import weight_set
+
+    return torch_networks(
+        settings,
+        weight_set(settings, backbone_path, refiner_paths, random_seed),
+        device=device,
+        max_batch=max_batch,
+    )
+
+
+def torch_networks(
+    settings: Settings, weights: WeightSet, *, device: torch.device | str = "cpu", max_batch: int = 8
+) -> TorchNetworks:
+    """:class:`TorchNetworks` of ``settings`` with ``weights`` (say, read back from a repository)."""
+    from magnet_triton.networks.weights import build_networks
+
+    if weights.random:
+        log.warning("using seeded random weights: the class maps mean nothing")
+    backbone, refiners = build_networks(settings, weights)
     return TorchNetworks(backbone, refiners, device=device, max_batch=max_batch)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.networks.registry import Normalization, network_entry
 from magnet_triton.ops.geometry import patch_grid, patch_ratios, ratios_to_pixels, round_boxes
 from magnet_triton.ops.patches import cut_patches
 from magnet_triton.ops.refine import paste_average, point_count, valid_mask, winner_and_margin
@@ -124,7 +125,9 @@ def run_magnet(
 
     t = time.perf_counter()
     first = settings.scales[0]
-    coarse_patch = cut_patches(resize_image(image, first), [(0, 0, *first)], settings.input_size)
+    coarse_patch = cut_patches(
+        resize_image(image, first), [(0, 0, *first)], settings.input_size, _normalization(settings)
+    )
     t = clock.lap("prepare", t)
     coarse = networks.backbone(coarse_patch.to(device))
     t = clock.lap("backbone", t)
@@ -163,6 +166,12 @@ def run_magnet(
     )
 
 
+def _normalization(settings: Settings) -> Normalization:
+    normalization = network_entry(settings.backbone).normalization
+    assert normalization is not None  # the registry requires one of every backbone
+    return normalization
+
+
 def _patching(
     image: np.ndarray, settings: Settings, networks: Networks, device: torch.device, clock: _Clock
 ) -> torch.Tensor:
@@ -170,7 +179,10 @@ def _patching(
     t = time.perf_counter()
     size = settings.scales[-1]
     patches = cut_patches(
-        resize_image(image, size), patch_grid(size, settings.crop_size), settings.input_size
+        resize_image(image, size),
+        patch_grid(size, settings.crop_size),
+        settings.input_size,
+        _normalization(settings),
     )
     t = clock.lap("prepare", t)
     fine = networks.backbone(patches.to(device))
@@ -211,7 +223,7 @@ def _refine_scale(
 
     grid = patch_grid(size, settings.crop_size)
     crops = [grid[j] for j in selected]
-    patches = cut_patches(resize_image(image, size), crops, settings.input_size)
+    patches = cut_patches(resize_image(image, size), crops, settings.input_size, _normalization(settings))
     t = clock.lap("prepare", t)
     fine = networks.backbone(patches.to(probs.device))  # step 6
     t = clock.lap("backbone", t)

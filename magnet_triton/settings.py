@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.networks.registry import BACKBONES
 
 MODES = ("magnet", "magnet-fast", "downsample", "patching")
 PATCH_ORDERS = ("uncertain-first", "official")
-BACKBONES = ("hrnet18+ocr", "hrnet48+ocr", "fpn", "psp")
 #: Class maps are sent as uint8, so class indices must fit in it.
 MAX_CLASSES = 255
 

@@ -13,24 +13,11 @@ import torch
 
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
+from magnet_triton.model_repository.tensors import from_triton, to_triton
 
 
 class NetworkCallError(RuntimeError):
     """A composing model failed: a server-side problem, not the caller's."""
-
-
-def _to_triton(name: str, tensor: torch.Tensor, pb_utils: Any) -> Any:
-    tensor = tensor.contiguous()
-    if tensor.is_cuda:
-        return pb_utils.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(tensor))
-    return pb_utils.Tensor(name, tensor.numpy())
-
-
-def _from_triton(tensor: Any, device: torch.device) -> torch.Tensor:
-    if tensor.is_cpu():
-        # The numpy view points into the response's memory, which goes away with it: copy.
-        return torch.from_numpy(tensor.as_numpy().copy()).to(device)
-    return torch.utils.dlpack.from_dlpack(tensor.to_dlpack()).to(device)
 
 
 class BLSNetworks:
@@ -50,7 +37,7 @@ class BLSNetworks:
                 model_name=model,
                 model_version=version,
                 requested_output_names=[io_spec.PROBABILITIES],
-                inputs=[_to_triton(input_name, chunk, self.pb_utils)],
+                inputs=[to_triton(input_name, chunk, self.pb_utils)],
                 **({"timeout": self.timeout_ms * 1000} if self.timeout_ms else {}),
             )
             response = request.exec()
@@ -60,7 +47,7 @@ class BLSNetworks:
             tensor = self.pb_utils.get_output_tensor_by_name(response, io_spec.PROBABILITIES)
             if tensor is None:
                 raise NetworkCallError(f"{model} returned no {io_spec.PROBABILITIES}")
-            outputs.append(_from_triton(tensor, self.device))
+            outputs.append(from_triton(tensor, self.device))
         return torch.cat(outputs)
 
     def backbone(self, patches: torch.Tensor) -> torch.Tensor:

@@ -17,14 +17,3 @@ def instance_device(args: dict[str, Any]) -> str:
     if args.get("model_instance_kind") == "GPU":
         return f"cuda:{int(args.get('model_instance_device_id', 0))}"
     return "cpu"
-
-
-def invalid_argument(pb_utils: Any, message: str) -> Any:
-    """A ``TritonError`` with status INVALID_ARGUMENT: the caller's mistake, so clients don't retry it.
-
-    Python backends older than 23.09 have no error codes; they report INTERNAL instead.
-    """
-    code = getattr(getattr(pb_utils, "TritonError", None), "INVALID_ARG", None)
-    if code is None:
-        return pb_utils.TritonError(message)
-    return pb_utils.TritonError(message, code)

@@ -8,7 +8,7 @@ from typing import Any
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
 from magnet_triton.imageio import decode_image
-from magnet_triton.model_repository.config_params import invalid_argument
+from magnet_triton.model_repository.responses import respond_to_each
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,4 @@ class TritonPythonModel:
         return pb.InferenceResponse(output_tensors=[pb.Tensor(io_spec.IMAGE, image)])
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._decode(request))
-            except MagnetError as e:
-                responses.append(
-                    self.pb_utils.InferenceResponse(error=invalid_argument(self.pb_utils, str(e)))
-                )
-            except Exception as e:
-                log.exception("magnet_decode failed")
-                error = self.pb_utils.TritonError(f"internal error in {io_spec.DECODE_MODEL}: {e}")
-                responses.append(self.pb_utils.InferenceResponse(error=error))
-        return responses
+        return respond_to_each(requests, self._decode, self.pb_utils, io_spec.DECODE_MODEL, log)

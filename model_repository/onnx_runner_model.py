@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from magnet_triton.model_repository.config_params import model_parameters
+from magnet_triton.model_repository.responses import error_response, internal_error
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class TritonPythonModel:
             outputs = self.session.run([self.output_name], {self.input_name: np.concatenate(arrays)})[0]
         except Exception as e:  # every request of this batch failed for the same reason
             log.exception("onnxruntime failed")
-            return [pb.InferenceResponse(error=pb.TritonError(f"onnxruntime failed: {e}")) for _ in requests]
+            error = internal_error(pb, f"onnxruntime failed: {e}")
+            return [error_response(pb, error) for _ in requests]
         responses, start = [], 0
         for array in arrays:
             stop = start + array.shape[0]

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from magnet_triton import io_spec
+from magnet_triton import io_spec, request_options
 from magnet_triton.errors import MagnetError
 from magnet_triton.model_repository.bls_networks import BLSNetworks
-from magnet_triton.model_repository.config_params import instance_device, invalid_argument, model_parameters
-from magnet_triton.model_repository.overrides import OVERRIDE_INPUTS, apply_overrides
+from magnet_triton.model_repository.config_params import instance_device, model_parameters
+from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.ops.steps import steps_for_device
 from magnet_triton.pipeline import check_image, run_magnet
+from magnet_triton.request_options import apply_overrides
 from magnet_triton.settings import settings_from_dict
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,15 @@ def check_image_size(image: np.ndarray, max_pixels: int) -> None:
 
 
 def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
-    """Overrides from optional inputs and from request parameters (inputs win)."""
+    """Overrides from optional inputs and from request parameters (inputs win), keyed by option name."""
     raw: dict[str, Any] = {}
     parameters = json.loads(request.parameters() or "{}")
-    for name in OVERRIDE_INPUTS:
-        if name.lower() in parameters:
-            raw[name] = parameters[name.lower()]
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
+    for option in request_options.REQUEST_OPTIONS:
+        if option.parameter in parameters:
+            raw[option.name] = parameters[option.parameter]
+        tensor = pb_utils.get_input_tensor_by_name(request, option.tensor)
         if tensor is not None:
-            raw[name] = tensor.as_numpy()
+            raw[option.name] = tensor.as_numpy()
     return raw
 
 
@@ -105,16 +106,4 @@ class TritonPythonModel:
         return pb.InferenceResponse(output_tensors=outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._segment(request))
-            except MagnetError as e:
-                responses.append(
-                    self.pb_utils.InferenceResponse(error=invalid_argument(self.pb_utils, str(e)))
-                )
-            except Exception as e:  # a bug or a failed network: this request fails, the server goes on
-                log.exception("magnet_pipeline failed")
-                message = f"internal error in {io_spec.PIPELINE_MODEL}: {type(e).__name__}: {e}"
-                responses.append(self.pb_utils.InferenceResponse(error=self.pb_utils.TritonError(message)))
-        return responses
+        return respond_to_each(requests, self._segment, self.pb_utils, io_spec.PIPELINE_MODEL, log)

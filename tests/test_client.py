@@ -608,3 +608,13 @@ def test_every_client_error_has_an_exit_code():
     assert cli.exit_code(RequestTimeoutError("x")) == 4
     assert cli.exit_code(ServerError("x")) == 5
     assert cli.exit_code(MagnetClientError("x")) == 1
+
+
+def test_timings_wait_for_every_step_of_the_ensemble_to_be_counted():
+    from magnet_triton.client.result import timings_complete
+
+    counted = {"requests": 1, "compute_infer_s": 0.1}
+    two_steps = {io_spec.ENSEMBLE_MODEL: counted, io_spec.DECODE_MODEL: counted}
+    assert not timings_complete(two_steps, io_spec.ENSEMBLE_MODEL)
+    assert timings_complete({**two_steps, io_spec.PIPELINE_MODEL: counted}, io_spec.ENSEMBLE_MODEL)
+    assert timings_complete({io_spec.PIPELINE_MODEL: counted}, io_spec.PIPELINE_MODEL)

@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper
 
 from magnet_triton.errors import MagnetError
-from magnet_triton.export.artifacts import build_artifacts, load_artifacts, network_with_weights
+from magnet_triton.export.artifacts import build_artifacts, load_artifacts
 from magnet_triton.export.graph_cleanup import cleanup_graph, dead_nodes, op_counts, unused_initializers
 from magnet_triton.export.onnx_export import export_onnx, graph_io_shapes
 from magnet_triton.export.parity import (
@@ -25,6 +25,7 @@ from magnet_triton.export.parity import (
 )
 from magnet_triton.export.supported_ops import tensorrt_problems, unsupported_ops
 from magnet_triton.io_spec import BATCH_AXIS, backbone_spec, refiner_spec
+from magnet_triton.networks.weights import network_with_weights
 from magnet_triton.settings import Settings, get_preset
 
 slow = pytest.mark.slow

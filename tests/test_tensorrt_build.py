@@ -21,8 +21,9 @@ from magnet_triton.export.engine_record import (
     record_path,
     write_record,
 )
-from magnet_triton.export.tensorrt_build import DEFAULT_FP32_LAYERS, select_fp32_layers
+from magnet_triton.export.tensorrt_build import select_fp32_layers
 from magnet_triton.io_spec import refiner_spec
+from magnet_triton.networks.registry import network_entry
 from magnet_triton.settings import get_preset
 
 HERE = BuildEnvironment("10.3.0", "NVIDIA H100 80GB HBM3", "9.0")
@@ -120,8 +121,8 @@ FAKE_LAYERS = [
 ]
 
 
-def test_default_patterns_pin_softmax_matmul_and_the_ocr_attention_only():
-    assert select_fp32_layers(FAKE_LAYERS, DEFAULT_FP32_LAYERS) == [
+def test_ocr_patterns_pin_softmax_matmul_and_the_ocr_attention_only():
+    assert select_fp32_layers(FAKE_LAYERS, network_entry("hrnet18+ocr").fp32_layers) == [
         "/network/ocr_distri_head/object_context_block/MatMul",
         "/network/ocr_distri_head/object_context_block/Mul",
         "/network/ocr_distri_head/object_context_block/Softmax",
@@ -291,6 +292,7 @@ def test_build_sequence_against_a_stand_in(tmp_path, monkeypatch, precision):
         max_batch=4,
         opt_batch=2,
         timing_cache_path=cache,
+        fp32_layers=network_entry("refinement").fp32_layers,  # the stand-in file has no metadata to read
     )
     assert (tmp_path / "r.plan").read_bytes() == b"serialized-engine"
     assert cache.read_bytes() == b"timing-cache" and not record.timing_cache_loaded
@@ -305,7 +307,7 @@ def test_build_sequence_against_a_stand_in(tmp_path, monkeypatch, precision):
     else:
         assert ("clear_flag", "TF32") in fake.calls and record.pinned_layers == []
     again = tb.build_engine(
-        onnx_file, tmp_path / "s.plan", spec, precision=precision, timing_cache_path=cache
+        onnx_file, tmp_path / "s.plan", spec, precision=precision, timing_cache_path=cache, fp32_layers=[]
     )
     assert again.timing_cache_loaded and ("create_cache", b"timing-cache") in fake.calls
     assert tb.load_engine(tmp_path / "s.plan").engine.blob == b"serialized-engine"
@@ -337,8 +339,8 @@ _REASON = _skip_reason()
 
 @pytest.fixture(scope="module")
 def refiner_onnx(tmp_path_factory) -> tuple[Path, object]:
-    from magnet_triton.export.artifacts import network_with_weights
     from magnet_triton.export.onnx_export import export_onnx
+    from magnet_triton.networks.weights import network_with_weights
 
     spec = refiner_spec(get_preset("cityscapes"), 8)
     path = tmp_path_factory.mktemp("trt") / "refiner.onnx"

@@ -31,26 +31,11 @@ TINY = Settings(
 
 def build_tiny_repository(root: Path, *, max_image_pixels: int = 600 * 600, max_batch: int = 4) -> Path:
     """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``."""
-    from magnet_triton.export.artifacts import build_artifacts
-    from magnet_triton.export.repository import RepositoryOptions, write_repository
+    from magnet_triton.export.build import export_repository
+    from magnet_triton.export.repository import RepositoryOptions
 
-    artifacts = build_artifacts(
-        TINY,
-        backbone_checkpoint=None,
-        refiner_checkpoints=[],
-        random_seed=SEED,
-        out_dir=root / "artifacts",
-        max_batch=max_batch,
-    )
     options = RepositoryOptions(max_batch=max_batch, max_image_pixels=max_image_pixels, pipeline_instances=2)
-    return write_repository(
-        root / "repository",
-        TINY,
-        options,
-        backbone_model=artifacts.backbone_onnx,
-        refiner_models=artifacts.refiner_onnx,
-        provenance=artifacts.provenance,
-    )
+    return export_repository(TINY, root / "repository", random_seed=SEED, options=options)
 
 
 def scene(height: int = 150, width: int = 230, seed: int = 0) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The segmentation networks of MagNet (backbones and refiner), in the authors' checkpoint layout.
 
-``build_network(name, num_classes)`` makes any of them; every network maps B x Cin x h x w float32 to
-B x C x h x w logits at the input resolution. torch is imported lazily, by the builders, so importing
-this package stays cheap.
+``build_network(name, num_classes)`` makes any network of the registry
+(:mod:`magnet_triton.networks.registry`); every network maps B x Cin x h x w float32 to B x C x h x w
+logits at the input resolution. torch is imported lazily, by the builders, so importing this package
+stays cheap.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.networks.registry import BACKBONES, NETWORK_NAMES, NETWORKS, network_entry
 
 if TYPE_CHECKING:
     from torch import nn
-
-#: Every name ``build_network`` accepts.
-NETWORK_NAMES: tuple[str, ...] = ("refinement", "hrnet18+ocr", "hrnet48+ocr", "fpn", "psp")
 
 
 def build_network(name: str, num_classes: int) -> nn.Module:
@@ -31,37 +30,37 @@ def build_network(name: str, num_classes: int) -> nn.Module:
     Raises:
         MagnetError: unknown name or a class count below 1.
     """
-    if name not in NETWORK_NAMES:
-        raise MagnetError(f"unknown network {name!r}; valid names are: {', '.join(NETWORK_NAMES)}")
+    entry = network_entry(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise MagnetError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if name == "refinement":
-        from magnet_triton.networks.refiner import RefinementMagNet
-
-        return RefinementMagNet(num_classes)
-    if name in ("hrnet18+ocr", "hrnet48+ocr"):
-        from magnet_triton.networks.ocr import HRNetOCR
-
-        return HRNetOCR(num_classes, width=18 if name == "hrnet18+ocr" else 48)
-    if name == "fpn":
-        from magnet_triton.networks.fpn import ResNetFPN
-
-        return ResNetFPN(num_classes)
-    from magnet_triton.networks.psp import PSPNet
-
-    return PSPNet(num_classes)
+    return entry.build(num_classes)
 
 
-_CHECKPOINT_API = ("load_checkpoint", "random_state_dict", "save_checkpoint")
+# The helpers below import torch; resolve them on first use so this package stays light.
+_LAZY = {
+    "load_checkpoint": "magnet_triton.networks.checkpoint",
+    "random_state_dict": "magnet_triton.networks.checkpoint",
+    "save_checkpoint": "magnet_triton.networks.checkpoint",
+    "network_with_weights": "magnet_triton.networks.weights",
+}
 
 
 def __getattr__(name: str) -> object:
-    # The checkpoint helpers import torch; resolve them on first use so this package stays light.
-    if name in _CHECKPOINT_API:
-        from magnet_triton.networks import checkpoint
+    if name in _LAZY:
+        import importlib
 
-        return getattr(checkpoint, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["NETWORK_NAMES", "build_network", "load_checkpoint", "random_state_dict", "save_checkpoint"]
+__all__ = [
+    "BACKBONES",
+    "NETWORKS",
+    "NETWORK_NAMES",
+    "build_network",
+    "load_checkpoint",
+    "network_entry",
+    "network_with_weights",
+    "random_state_dict",
+    "save_checkpoint",
+]

@@ -16,16 +16,20 @@ import torch
 from torch import nn
 
 from magnet_triton.errors import MagnetError
-from magnet_triton.networks import build_network
+from magnet_triton.networks import build_network, network_entry
+from magnet_triton.networks.registry import NETWORKS
 
-_PREFIX = "model."
 _LIST_LIMIT = 10  # keys shown per category in an error message
+_AUTHORS_PREFIX = "model."  # what the authors' training code puts on every key
 
 
-def unwrap_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The plain state dict inside a loaded checkpoint: ``{"state_dict": ...}`` unwrapped, ``model.`` stripped.
+def unwrap_state_dict(
+    checkpoint: Any, source: str = "checkpoint", prefixes: tuple[str, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """The plain state dict inside a loaded checkpoint: ``{"state_dict": ...}`` unwrapped, prefix stripped.
 
-    The prefix is stripped only when every key carries it. ``source`` names the file in messages.
+    A prefix (the registry's ``checkpoint_prefix`` of the networks, ``model.`` for the authors' code;
+    ``prefixes`` overrides) is stripped only when every key carries it. ``source`` names the file.
 
     Raises:
         MagnetError: not a dict, or a value that is not a tensor.
@@ -37,12 +41,14 @@ def unwrap_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str, 
             f"{source}: expected a state dict (a dict of tensors), found {type(checkpoint).__name__}"
         )
     keys = [str(k) for k in checkpoint]
-    strip = bool(keys) and all(k.startswith(_PREFIX) for k in keys)
+    if prefixes is None:
+        prefixes = tuple(dict.fromkeys(e.checkpoint_prefix for e in NETWORKS.values() if e.checkpoint_prefix))
+    strip = next((p for p in prefixes if keys and all(k.startswith(p) for k in keys)), "")
     state: dict[str, torch.Tensor] = {}
     for key, value in checkpoint.items():
         if not isinstance(value, torch.Tensor):
             raise MagnetError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        state[str(key)[len(_PREFIX) :] if strip else str(key)] = value
+        state[str(key)[len(strip) :]] = value
     return state
 
 
@@ -132,7 +138,7 @@ def save_checkpoint(
 ) -> None:
     """Write ``state_dict`` with ``torch.save``; ``prefix`` adds ``model.`` to every key, ``wrap`` nests
     it as ``{"state_dict": ...}`` (the forms the authors' checkpoints come in)."""
-    state = {(_PREFIX + k if prefix else k): v for k, v in state_dict.items()}
+    state = {(_AUTHORS_PREFIX + k if prefix else k): v for k, v in state_dict.items()}
     torch.save({"state_dict": state} if wrap else state, Path(path))
 
 
@@ -155,7 +161,7 @@ def random_state_dict(name: str, num_classes: int, seed: int) -> dict[str, torch
         torch.manual_seed(seed)
         model = build_network(name, num_classes)
         with torch.no_grad():
-            branch_ends = _branch_end_norms(model)
+            branch_ends = residual_end_norms(model)
             for module_name, module in model.named_modules():
                 if isinstance(module, nn.Conv2d):
                     nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
@@ -170,7 +176,7 @@ def random_state_dict(name: str, num_classes: int, seed: int) -> dict[str, torch
             # Post-ReLU features have a positive mean, so random class weights add a per-class offset
             # that can outweigh the spatial signal and paint one class everywhere; zero-mean weights
             # (per class, over input channels) mostly cancel it.
-            for layer_name in getattr(model, "classifier_layers", ()):
+            for layer_name in network_entry(name).classifier_layers:
                 weight = model.get_submodule(layer_name).weight
                 weight -= weight.mean(dim=(1, 2, 3), keepdim=True)
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -179,24 +185,18 @@ def random_state_dict(name: str, num_classes: int, seed: int) -> dict[str, torch
         torch.random.set_rng_state(generator_state)
 
 
-def _branch_end_norms(model: nn.Module) -> set[str]:
-    """Names of the BNs whose output is added to another path: the last BN of every residual branch
-    (``bn3`` of bottlenecks, ``bn2`` of basic blocks) and of every HRNet fuse path."""
-    from magnet_triton.networks.hrnet import BasicBlock, HighResolutionModule
-    from magnet_triton.networks.resnet import Bottleneck
+def residual_end_norms(model: nn.Module) -> set[str]:
+    """Names of the BNs whose output is added onto another path.
 
+    Each block that has such BNs says which, relative to itself, with a ``residual_end_norms()`` method
+    (the last BN of a residual branch, of an HRNet fuse path), so a new network's blocks need no change
+    here.
+    """
     names = set()
     for name, module in model.named_modules():
-        if isinstance(module, Bottleneck):
-            names.add(f"{name}.bn3")
-        elif isinstance(module, BasicBlock):
-            names.add(f"{name}.bn2")
-        elif isinstance(module, HighResolutionModule):
-            for i, row in enumerate(module.fuse_layers):
-                for j, path in enumerate(row):
-                    norms = [n for n, m in path.named_modules() if isinstance(m, nn.BatchNorm2d)]
-                    if norms:
-                        names.add(f"{name}.fuse_layers.{i}.{j}.{norms[-1]}")
+        method = getattr(module, "residual_end_norms", None)
+        if callable(method):
+            names.update(f"{name}.{norm}" if name else norm for norm in method())
     return names
 
 
@@ -206,6 +206,7 @@ __all__ = [
     "load_checkpoint",
     "random_state_dict",
     "read_checkpoint",
+    "residual_end_norms",
     "save_checkpoint",
     "unwrap_state_dict",
 ]

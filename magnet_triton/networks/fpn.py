@@ -33,9 +33,6 @@ class ResNetFPN(nn.Module):
     than the conv-GN-ReLU of Panoptic-FPN's semantic branch (which would need norm keys).
     """
 
-    #: The layers that produce class scores (see ``checkpoint.random_state_dict``).
-    classifier_layers: tuple[str, ...] = ("classify",)
-
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.resnet_backbone = ResNetBackbone((3, 4, 6, 3))

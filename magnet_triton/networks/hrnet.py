@@ -69,6 +69,10 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU()
 
+    def residual_end_norms(self) -> tuple[str, ...]:
+        """The BN whose output is added onto the shortcut (see ``checkpoint.random_state_dict``)."""
+        return ("bn2",)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -104,6 +108,16 @@ class HighResolutionModule(nn.Module):
                     row.append(nn.Sequential(*steps))
             self.fuse_layers.append(row)
         self.relu = nn.ReLU()
+
+    def residual_end_norms(self) -> tuple[str, ...]:
+        """The last BN of every fuse path: its output is added onto the branch it fuses into."""
+        names = []
+        for i, row in enumerate(self.fuse_layers):
+            for j, path in enumerate(row):
+                norms = [n for n, m in path.named_modules() if isinstance(m, nn.BatchNorm2d)]
+                if norms:
+                    names.append(f"fuse_layers.{i}.{j}.{norms[-1]}")
+        return tuple(names)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         xs = [branch(x) for branch, x in zip(self.branches, xs)]

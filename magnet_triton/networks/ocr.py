@@ -97,9 +97,6 @@ class HRNetOCR(HRNetBackbone):
     ``(out + 0.4 * aux) / 1.4`` with both heads upsampled (bilinear, align_corners=True).
     """
 
-    #: The layers that produce class scores (see ``checkpoint.random_state_dict``).
-    classifier_layers: tuple[str, ...] = ("cls_head", "aux_head.3")
-
     def __init__(
         self, num_classes: int, width: int = 18, mid_channels: int = 512, key_channels: int = 256
     ) -> None:

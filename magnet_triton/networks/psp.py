@@ -101,9 +101,6 @@ class PSPNet(nn.Module):
     input resolution when H and W are multiples of 8. Dropout of that lineage is omitted (inference only).
     """
 
-    #: The layers that produce class scores (see ``checkpoint.random_state_dict``).
-    classifier_layers: tuple[str, ...] = ("final", "classifier")
-
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.feats = ResNetBackbone((3, 4, 23, 3), dilated=True)

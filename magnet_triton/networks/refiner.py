@@ -26,9 +26,6 @@ class RefinementMagNet(nn.Module):
     probabilities (C..2C-1). Output: B x C x h x w logits, float32.
     """
 
-    #: The layers that produce class scores (see ``checkpoint.random_state_dict``).
-    classifier_layers: tuple[str, ...] = ("seg_conv",)
-
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         in_channels = 2 * num_classes

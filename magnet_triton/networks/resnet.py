@@ -48,6 +48,10 @@ class Bottleneck(nn.Module):
                 nn.BatchNorm2d(out_channels, momentum=bn_momentum),
             )
 
+    def residual_end_norms(self) -> tuple[str, ...]:
+        """The BN whose output is added onto the shortcut (see ``checkpoint.random_state_dict``)."""
+        return ("bn3",)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))

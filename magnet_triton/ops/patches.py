@@ -7,28 +7,33 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from magnet_triton.networks.registry import IMAGENET, Normalization
 from magnet_triton.ops.geometry import Box
 from magnet_triton.ops.resize import resize_image
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-
-def cut_patches(image: np.ndarray, boxes: Sequence[Box], input_size: tuple[int, int]) -> torch.Tensor:
+def cut_patches(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    input_size: tuple[int, int],
+    normalization: Normalization = IMAGENET,
+) -> torch.Tensor:
     """Crops of an already scaled image, resized and normalised for the backbone.
 
     Args:
         image: H x W x 3 uint8 RGB, at the scale the boxes refer to.
         boxes: whole-pixel ``(x0, y0, x1, y1)`` boxes inside the image.
         input_size: ``(w, h)`` each crop is resized to (OpenCV bilinear on uint8, as the spec says).
+        normalization: the backbone's (its registry entry's); every published backbone uses ImageNet's.
 
     Returns:
         K x 3 x h x w float32 on the CPU: ``(crop / 255 - mean) / std``.
     """
     width, height = input_size
+    mean, std = normalization.mean_array, normalization.std_array
     out = np.empty((len(boxes), 3, height, width), dtype=np.float32)
     for k, (x0, y0, x1, y1) in enumerate(boxes):
         crop = resize_image(np.ascontiguousarray(image[y0:y1, x0:x1]), input_size)
         pixels = crop.astype(np.float32) / 255.0
-        out[k] = ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        out[k] = ((pixels - mean) / std).transpose(2, 0, 1)
     return torch.from_numpy(out)

@@ -71,8 +71,8 @@ def _warn_if_numpy2() -> None:
     if int(version.split(".")[0]) >= 2:
         log.warning(
             "NumPy %s is installed in this environment; the bundled Python backend then sends BLS inputs "
-            "built from numpy arrays as empty buffers ('input byte size mismatch', see "
-            "docs/design.md). Install numpy<2.",
+            "built from numpy arrays of 9 KiB and more as empty buffers (the composing model fails with "
+            "'input byte size mismatch'). Install numpy<2.",
             version,
         )
 

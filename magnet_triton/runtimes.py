@@ -1,0 +1,176 @@
+"""The runtime table: which engine runs the networks of a model repository, and what that implies.
+
+An *engine* is a runtime on a device kind: ``cpu/onnxruntime`` (the exported ONNX files in onnxruntime,
+inside a Python-backend runner) and ``gpu/tensorrt`` (TensorRT plans on Triton's native
+``tensorrt_plan`` platform). An entry says what export builds for each network, which file goes into a
+network's version folder, which ``config.pbtxt`` fields the network models get, and which optional
+packages it needs. The repository generator, the export and the command lines read it; nothing else
+branches on a target name. Adding a runtime is one :class:`Runtime` in :data:`RUNTIMES` (and, for a new
+kind of artifact, its builder in :mod:`magnet_triton.export.artifacts`).
+
+Only the standard library is imported here: ``--help`` lists the engines on a bare machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from magnet_triton.errors import MagnetError
+
+#: Where the GPU pipeline finds its compiled CUDA kernels, relative to its version folder.
+KERNEL_DIR = "kernels"
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """What a device kind means for the served models, whatever the engine.
+
+    Attributes:
+        name: ``cpu`` or ``gpu``: the ``--target`` of the command line.
+        instance_kind: Triton's ``instance_group.kind`` of the networks and the pipeline.
+        pipeline_parameters: extra ``parameters`` of ``magnet_pipeline`` on this device.
+        ships_kernels: the repository carries compiled CUDA kernels for the pipeline.
+    """
+
+    name: str
+    instance_kind: str
+    pipeline_parameters: Mapping[str, str] = field(default_factory=dict)
+    ships_kernels: bool = False
+
+
+DEVICE_KINDS: Mapping[str, DeviceKind] = MappingProxyType(
+    {
+        "cpu": DeviceKind("cpu", "KIND_CPU"),
+        "gpu": DeviceKind(
+            "gpu",
+            "KIND_GPU",
+            pipeline_parameters={
+                # Let GPU tensors from BLS responses stay on the GPU instead of being copied to the host.
+                "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
+                # Compiled CUDA kernels, relative to the version folder (the serving container has no nvcc).
+                "kernel_dir": KERNEL_DIR,
+            },
+            ships_kernels=True,
+        ),
+    }
+)
+TARGETS: tuple[str, ...] = tuple(DEVICE_KINDS)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One engine: a runtime on a device kind.
+
+    Attributes:
+        engine: the runtime's name within its device kind (``--engine``): ``onnxruntime``, ``tensorrt``.
+        device: a key of :data:`DEVICE_KINDS`.
+        artifact: what export builds for each network: ``onnx`` (the checked ONNX file) or
+            ``tensorrt_plan`` (an engine built from it and checked against onnxruntime).
+        model_file: the file name in each network's version folder.
+        platform: Triton's native platform for the networks, or None for a Python-backend runner.
+        runner: the module of that runner (its ``TritonPythonModel``), when ``platform`` is None.
+        file_parameter: the runner's config parameter that names ``model_file``.
+        option_parameters: runner config parameter -> the ``RepositoryOptions`` field that gives its value.
+        precisions: the engine precisions it can build (the ONNX files are always FP32).
+        requirements: modules export needs for it.
+        extra: the pip extra of this package that installs them.
+        description: one line for ``--help``.
+    """
+
+    engine: str
+    device: str
+    artifact: str
+    model_file: str
+    description: str
+    extra: str
+    platform: str | None = None
+    runner: str | None = None
+    file_parameter: str | None = None
+    option_parameters: Mapping[str, str] = field(default_factory=dict)
+    precisions: tuple[str, ...] = ("fp32",)
+    requirements: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_KINDS:
+            raise MagnetError(f"runtime {self.engine}: unknown device kind {self.device!r}")
+        if (self.platform is None) == (self.runner is None):
+            raise MagnetError(f"runtime {self.name}: give a Triton platform or a Python-backend runner")
+        object.__setattr__(self, "option_parameters", MappingProxyType(dict(self.option_parameters)))
+
+    @property
+    def name(self) -> str:
+        """``device/engine``, as records and messages spell it."""
+        return f"{self.device}/{self.engine}"
+
+    @property
+    def device_kind(self) -> DeviceKind:
+        return DEVICE_KINDS[self.device]
+
+    def network_parameters(self, options: Any) -> dict[str, Any]:
+        """The network models' config ``parameters`` (Python-backend runners only), from ``options``."""
+        params: dict[str, Any] = {self.file_parameter: self.model_file} if self.file_parameter else {}
+        params.update({key: getattr(options, attr) for key, attr in self.option_parameters.items()})
+        return params
+
+    def missing_requirements(self) -> list[str]:
+        """The modules of :attr:`requirements` that cannot be imported here."""
+        return [m for m in self.requirements if importlib.util.find_spec(m) is None]
+
+
+#: Every engine; the first of each device kind is that kind's default.
+RUNTIMES: tuple[Runtime, ...] = (
+    Runtime(
+        engine="onnxruntime",
+        device="cpu",
+        artifact="onnx",
+        model_file="model.onnx",
+        runner="magnet_triton.model_repository.onnx_runner_model",
+        file_parameter="onnx_file",
+        option_parameters={"intra_op_threads": "onnx_threads"},
+        requirements=("onnxruntime",),
+        extra="cpu",
+        description="the ONNX files in onnxruntime, in Python-backend runners",
+    ),
+    Runtime(
+        engine="tensorrt",
+        device="gpu",
+        artifact="tensorrt_plan",
+        model_file="model.plan",
+        platform="tensorrt_plan",
+        precisions=("fp32", "fp16"),
+        requirements=("tensorrt",),
+        extra="gpu",
+        description="TensorRT engines on Triton's tensorrt_plan platform",
+    ),
+)
+
+
+def engines_for(target: str) -> tuple[str, ...]:
+    """The engine names of device kind ``target``, its default first."""
+    return tuple(r.engine for r in RUNTIMES if r.device == target)
+
+
+def get_runtime(target: str, engine: str | None = None) -> Runtime:
+    """The runtime of ``target`` called ``engine`` (None: the target's default).
+
+    Raises:
+        MagnetError: an unknown target, or an engine that does not run on it; the message lists both.
+    """
+    if target not in DEVICE_KINDS:
+        raise MagnetError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+    engines = engines_for(target)
+    if engine is None:
+        engine = engines[0]
+    for runtime in RUNTIMES:
+        if runtime.device == target and runtime.engine == engine:
+            return runtime
+    raise MagnetError(f"unknown engine {engine!r} for target {target}; choose one of {list(engines)}")
+
+
+def engine_help() -> str:
+    """One line per runtime, for ``--help``."""
+    return "; ".join(f"{r.name}: {r.description}" for r in RUNTIMES)

@@ -1,0 +1,72 @@
+"""Responses of the Python-backend models: one per request, and an error response that says whose fault.
+
+Triton hands ``execute`` a list of requests and wants a list of responses of the same length back. A
+:class:`~magnet_triton.errors.MagnetError` is the caller's mistake (a bad image, a bad override) and
+goes back as INVALID_ARG with its message, so clients know not to retry. Anything else is a bug or a
+failed composing model: INTERNAL, logged with its traceback here and summarised for the caller. Either
+way only that request fails; the others of the batch and the server go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from magnet_triton.errors import MagnetError
+
+
+def _triton_error(pb_utils: Any, message: str, code_name: str) -> Any:
+    # Python backends older than 23.09 have no error codes (and a TritonError of one argument); their
+    # errors all read as INTERNAL.
+    code = getattr(getattr(pb_utils, "TritonError", None), code_name, None)
+    if code is None:
+        return pb_utils.TritonError(message)
+    return pb_utils.TritonError(message, code)
+
+
+def invalid_argument(pb_utils: Any, message: str) -> Any:
+    """A ``TritonError`` with status INVALID_ARGUMENT: the caller's mistake, so clients don't retry it."""
+    return _triton_error(pb_utils, message, "INVALID_ARG")
+
+
+def internal_error(pb_utils: Any, message: str) -> Any:
+    """A ``TritonError`` with status INTERNAL: the server's problem, not the request's."""
+    return _triton_error(pb_utils, message, "INTERNAL")
+
+
+def error_response(pb_utils: Any, error: Any) -> Any:
+    """An ``InferenceResponse`` that carries only ``error`` (a ``TritonError``)."""
+    return pb_utils.InferenceResponse(error=error)
+
+
+def respond_to_each(
+    requests: Sequence[Any],
+    handle: Callable[[Any], Any],
+    pb_utils: Any,
+    model_name: str,
+    log: logging.Logger,
+) -> list[Any]:
+    """``handle(request)`` for every request, in order; a failure becomes that request's error response.
+
+    Args:
+        requests: what ``execute`` was given.
+        handle: one request -> its ``InferenceResponse``; raises :class:`MagnetError` for a bad request.
+        pb_utils: the ``triton_python_backend_utils`` module.
+        model_name: named in internal errors, so a message from an ensemble says which step failed.
+        log: the model's logger, which gets the traceback of internal errors.
+
+    Returns:
+        One response per request, ``len(requests)`` of them.
+    """
+    responses = []
+    for request in requests:
+        try:
+            responses.append(handle(request))
+        except MagnetError as e:
+            responses.append(error_response(pb_utils, invalid_argument(pb_utils, str(e))))
+        except Exception as e:  # a bug or a failed network: this request fails, the server goes on
+            log.exception("%s failed", model_name)
+            message = f"internal error in {model_name}: {type(e).__name__}: {e}"
+            responses.append(error_response(pb_utils, internal_error(pb_utils, message)))
+    return responses
