@@ -32,7 +32,7 @@ from magnet_triton.errors import MagnetError
 from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
 from magnet_triton.export.staging import staged_output
 from magnet_triton.networks.registry import REFINER_NETWORK
-from magnet_triton.networks.weights import WeightSource, weight_set
+from magnet_triton.networks.weights import WeightSet, WeightSource, weight_set
 from magnet_triton.runtimes import RUNTIMES, Runtime, get_runtime
 
 if TYPE_CHECKING:
@@ -51,8 +51,10 @@ Progress = Callable[[str], None]
 class Artifacts:
     """What :func:`build_artifacts` wrote. Paths are absolute, inside ``out_dir``.
 
-    ``refiner_onnx[i]`` and ``refiner_engines[i]`` are refiner ``i`` (Triton version ``i + 1``).
-    ``parity`` maps ``backbone``, ``refiner_<v>`` (onnxruntime vs PyTorch) and, on the GPU target,
+    ``refiner_onnx[i]`` and ``refiner_engines[i]`` are refiner ``i`` (Triton version ``i + 1``). The
+    engine files are what a runtime other than ``cpu/onnxruntime`` serves: TensorRT plans, or the torch
+    engine's network files (then no ONNX is exported: ``backbone_onnx`` is None).
+    ``parity`` maps ``backbone``, ``refiner_<v>`` (onnxruntime vs PyTorch) and, for TensorRT,
     ``backbone_tensorrt``, ``refiner_<v>_tensorrt`` (engine vs onnxruntime) to their reports.
     """
 
@@ -61,7 +63,7 @@ class Artifacts:
     target: str
     precision: str
     max_batch: int
-    backbone_onnx: Path
+    backbone_onnx: Path | None
     refiner_onnx: list[Path]
     backbone_engine: Path | None = None
     refiner_engines: list[Path] = field(default_factory=list)
@@ -95,11 +97,13 @@ class Artifacts:
         Raises:
             MagnetError: these artifacts were not built for that runtime's kind of file.
         """
-        if runtime.artifact == "onnx":
+        if runtime.artifact == "onnx" and self.backbone_onnx is not None:
             return self.backbone_onnx, list(self.refiner_onnx)
-        if self.backbone_engine is None:
+        built_for = f"{self.target}/{self.engine}"
+        if runtime.artifact == "onnx" or self.backbone_engine is None or built_for != runtime.name:
             raise MagnetError(
-                f"{self.out_dir} holds no {runtime.artifact} files: build the artifacts for {runtime.name}"
+                f"{self.out_dir} holds the artifacts of {built_for}, not the {runtime.artifact} files "
+                f"{runtime.name} serves: build the artifacts for it"
             )
         return self.backbone_engine, list(self.refiner_engines)
 
@@ -122,7 +126,7 @@ def load_artifacts(out_dir: str | os.PathLike[str]) -> Artifacts:
         target=data["target"],
         precision=data["precision"],
         max_batch=int(data["max_batch"]),
-        backbone_onnx=root / data["backbone_onnx"],
+        backbone_onnx=root / data["backbone_onnx"] if data.get("backbone_onnx") else None,
         refiner_onnx=[root / p for p in data["refiner_onnx"]],
         backbone_engine=root / data["backbone_engine"] if data.get("backbone_engine") else None,
         refiner_engines=[root / p for p in data.get("refiner_engines", [])],
@@ -168,7 +172,7 @@ def build_artifacts(
         MagnetError: bad arguments, unreadable checkpoints, unwritable ``out_dir``, a missing engine
             dependency or GPU, or an export whose parity bounds fail. Nothing is left at ``out_dir`` then.
     """
-    from magnet_triton.io_spec import backbone_spec, refiner_spec, refiner_version
+    from magnet_triton.io_spec import backbone_spec, refiner_spec
 
     say = progress or (lambda message: log.info("%s", message))
     runtime = get_runtime(target, engine)
@@ -187,42 +191,24 @@ def build_artifacts(
     with staged_output(out_dir, MANIFEST) as staging:
         tmp = staging.output
         parity: dict[str, ParityReport] = {}
-        b_spec = backbone_spec(settings, max_batch)
-        r_spec = refiner_spec(settings, max_batch)
-        backbone_rel = Path("onnx/backbone.onnx")
-        export = {
-            "settings": settings,
-            "say": say,
-            "opset": opset,
-            "batch": parity_batch,
-            "fp64": parity_fp64,
-        }
-        parity["backbone"] = _export_checked(
-            settings.backbone, weights.backbone, b_spec, tmp / backbone_rel, **export
+        context = _BuildContext(
+            tmp=tmp,
+            out_dir=out_dir,
+            settings=settings,
+            weights=weights,
+            backbone_spec=backbone_spec(settings, max_batch),
+            refiner_spec=refiner_spec(settings, max_batch),
+            parity=parity,
+            say=say,
+            engine_kwargs={"precision": precision, "max_batch": max_batch}
+            | ({"workspace_bytes": workspace_bytes} if workspace_bytes is not None else {}),
         )
-        refiner_rels: list[Path] = []
-        done: dict[WeightSource, Path] = {}  # first ONNX exported from each source (shared refiners)
-        for i, source in enumerate(weights.refiners):
-            rel = Path(f"onnx/refiner_{refiner_version(i)}.onnx")
-            if source in done:
-                say(f"refiner {i + 1}/{len(weights.refiners)}: same weights as {done[source].name}, copying")
-                shutil.copyfile(tmp / done[source], tmp / rel)
-            else:
-                parity[f"refiner_{refiner_version(i)}"] = _export_checked(
-                    REFINER_NETWORK, source, r_spec, tmp / rel, **export
-                )
-                done[source] = rel
-            refiner_rels.append(rel)
-
+        backbone_rel, refiner_rels = None, []
+        if builder is None or builder.needs_onnx:
+            backbone_rel, refiner_rels = _export_all_checked(context, opset, parity_batch, parity_fp64)
         backbone_engine_rel, refiner_engine_rels = None, []
         if builder is not None:
-            engine_kwargs: dict[str, Any] = {"precision": precision, "max_batch": max_batch}
-            if workspace_bytes is not None:
-                engine_kwargs["workspace_bytes"] = workspace_bytes
-            _seed_timing_cache(out_dir, tmp)
-            backbone_engine_rel, refiner_engine_rels = builder.build(
-                tmp, backbone_rel, refiner_rels, b_spec, r_spec, parity, say, engine_kwargs
-            )
+            backbone_engine_rel, refiner_engine_rels = builder.build(context, backbone_rel, refiner_rels)
 
         artifacts = Artifacts(
             out_dir=out_dir,
@@ -230,7 +216,7 @@ def build_artifacts(
             target=runtime.device,
             precision=precision,
             max_batch=max_batch,
-            backbone_onnx=out_dir / backbone_rel,
+            backbone_onnx=out_dir / backbone_rel if backbone_rel else None,
             refiner_onnx=[out_dir / r for r in refiner_rels],
             backbone_engine=out_dir / backbone_engine_rel if backbone_engine_rel else None,
             refiner_engines=[out_dir / r for r in refiner_engine_rels],
@@ -244,6 +230,57 @@ def build_artifacts(
 
 
 # ---------------------------------------------------------------------- steps
+@dataclass(frozen=True)
+class _BuildContext:
+    """What the steps of one :func:`build_artifacts` share. Paths inside ``tmp`` are relative."""
+
+    tmp: Path
+    out_dir: Path
+    settings: Settings
+    weights: WeightSet
+    backbone_spec: Any
+    refiner_spec: Any
+    parity: dict[str, ParityReport]
+    say: Progress
+    engine_kwargs: dict[str, Any]
+
+
+def _export_all_checked(
+    context: _BuildContext, opset: int, parity_batch: int, parity_fp64: bool
+) -> tuple[Path, list[Path]]:
+    """Every network to ONNX, each checked against PyTorch; a shared refiner is exported once."""
+    from magnet_triton.io_spec import refiner_version
+
+    settings, weights, tmp = context.settings, context.weights, context.tmp
+    export = {
+        "settings": settings,
+        "say": context.say,
+        "opset": opset,
+        "batch": parity_batch,
+        "fp64": parity_fp64,
+    }
+    backbone_rel = Path("onnx/backbone.onnx")
+    context.parity["backbone"] = _export_checked(
+        settings.backbone, weights.backbone, context.backbone_spec, tmp / backbone_rel, **export
+    )
+    refiner_rels: list[Path] = []
+    done: dict[WeightSource, Path] = {}  # first ONNX exported from each source (shared refiners)
+    for i, source in enumerate(weights.refiners):
+        rel = Path(f"onnx/refiner_{refiner_version(i)}.onnx")
+        if source in done:
+            context.say(
+                f"refiner {i + 1}/{len(weights.refiners)}: same weights as {done[source].name}, copying"
+            )
+            shutil.copyfile(tmp / done[source], tmp / rel)
+        else:
+            context.parity[f"refiner_{refiner_version(i)}"] = _export_checked(
+                REFINER_NETWORK, source, context.refiner_spec, tmp / rel, **export
+            )
+            done[source] = rel
+        refiner_rels.append(rel)
+    return backbone_rel, refiner_rels
+
+
 def _export_checked(
     name: str,
     source: WeightSource,
@@ -273,7 +310,9 @@ def _export_checked(
 
 @dataclass(frozen=True)
 class _TensorRTPlans:
-    """The builder of the ``tensorrt_plan`` artifact: an engine per network, checked against onnxruntime."""
+    """The ``tensorrt_plan`` artifact: an engine per network from its ONNX file, checked against onnxruntime."""
+
+    needs_onnx: bool = True
 
     def preflight(self, say: Progress) -> None:
         from magnet_triton.export.tensorrt_build import current_environment
@@ -284,40 +323,72 @@ class _TensorRTPlans:
         )
 
     def build(
-        self,
-        tmp: Path,
-        backbone_rel: Path,
-        refiner_rels: list[Path],
-        b_spec: Any,
-        r_spec: Any,
-        parity: dict[str, ParityReport],
-        say: Progress,
-        engine_kwargs: dict[str, Any],
+        self, context: _BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
     ) -> tuple[Path, list[Path]]:
         from magnet_triton.io_spec import refiner_version
 
+        assert backbone_onnx is not None  # needs_onnx
+        tmp, parity, say, engine_kwargs = context.tmp, context.parity, context.say, context.engine_kwargs
+        _seed_timing_cache(context.out_dir, tmp)
         backbone_engine_rel = Path("engines/backbone.plan")
-        _engine_checked(
-            tmp, backbone_rel, backbone_engine_rel, b_spec, parity, "backbone", say, engine_kwargs
-        )
+        spec = context.backbone_spec
+        _engine_checked(tmp, backbone_onnx, backbone_engine_rel, spec, parity, "backbone", say, engine_kwargs)
         built: dict[Path, Path] = {}
         refiner_engine_rels = []
-        for i, onnx_rel in enumerate(refiner_rels):
+        for i, onnx_rel in enumerate(refiner_onnx):
             rel = Path(f"engines/refiner_{refiner_version(i)}.plan")
             source_rel = next((o for o in built if _same_file(tmp / o, tmp / onnx_rel)), None)
             if source_rel is not None:
                 _copy_engine(tmp / built[source_rel], tmp / rel)
             else:
                 name = f"refiner_{refiner_version(i)}"
-                _engine_checked(tmp, onnx_rel, rel, r_spec, parity, name, say, engine_kwargs)
+                _engine_checked(tmp, onnx_rel, rel, context.refiner_spec, parity, name, say, engine_kwargs)
                 built[onnx_rel] = rel
             refiner_engine_rels.append(rel)
         return backbone_engine_rel, refiner_engine_rels
 
 
-#: What to build on top of the ONNX files, per runtime artifact (``Runtime.artifact``); ``onnx`` needs
-#: nothing more.
-_ENGINE_BUILDERS = {"tensorrt_plan": _TensorRTPlans()}
+@dataclass(frozen=True)
+class _TorchNetworkFiles:
+    """The ``torch`` artifact: each network's weights in a file the torch engine loads; no ONNX."""
+
+    needs_onnx: bool = False
+
+    def preflight(self, say: Progress) -> None:
+        del say  # torch is what export runs on: nothing more to check
+
+    def build(
+        self, context: _BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
+    ) -> tuple[Path, list[Path]]:
+        from magnet_triton.io_spec import refiner_version
+        from magnet_triton.torch_engine import save_network_file
+
+        del backbone_onnx, refiner_onnx
+        settings, tmp = context.settings, context.tmp
+        (tmp / "torch").mkdir(parents=True, exist_ok=True)
+
+        def write(name: str, source: WeightSource, rel: Path) -> None:
+            context.say(f"{rel.stem}: loading {name} ({source.describe()}) for the torch engine")
+            save_network_file(tmp / rel, name, settings.num_classes, source.build(name, settings.num_classes))
+
+        backbone_rel = Path("torch/backbone.pt")
+        write(settings.backbone, context.weights.backbone, backbone_rel)
+        refiner_rels: list[Path] = []
+        done: dict[WeightSource, Path] = {}
+        for i, source in enumerate(context.weights.refiners):
+            rel = Path(f"torch/refiner_{refiner_version(i)}.pt")
+            if source in done:
+                shutil.copyfile(tmp / done[source], tmp / rel)
+            else:
+                write(REFINER_NETWORK, source, rel)
+                done[source] = rel
+            refiner_rels.append(rel)
+        return backbone_rel, refiner_rels
+
+
+#: What to build besides (or instead of) the ONNX files, per runtime artifact (``Runtime.artifact``);
+#: ``onnx`` needs nothing more.
+_ENGINE_BUILDERS = {"tensorrt_plan": _TensorRTPlans(), "torch": _TorchNetworkFiles()}
 
 
 def _engine_checked(

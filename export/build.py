@@ -30,7 +30,6 @@ def export_repository(
     refiner_checkpoints: Sequence[str | os.PathLike[str]] = (),
     random_seed: int | None = None,
     options: RepositoryOptions | None = None,
-    precision: str = "fp32",
     work_dir: str | os.PathLike[str] | None = None,
     replace: bool = False,
     progress: Progress | None = None,
@@ -42,9 +41,8 @@ def export_repository(
         out: the repository folder to create.
         backbone_checkpoint, refiner_checkpoints, random_seed: the weights, as
             :func:`~magnet_triton.networks.weights.weight_set` takes them.
-        options: serving settings written into the configs, the target and engine among them
-            (default: :class:`RepositoryOptions` ``()``, the CPU target).
-        precision: ``fp32``, or ``fp16`` where the engine builds reduced-precision networks.
+        options: serving settings written into the configs, the target, engine and precision among
+            them (default: :class:`RepositoryOptions` ``()``, the CPU target in FP32).
         work_dir: keep the ONNX files, engines and timing cache here (reused by the next export);
             default: a scratch folder deleted at the end.
         replace: replace ``out`` when it holds an earlier repository; otherwise it must be new or empty.
@@ -69,7 +67,7 @@ def export_repository(
             out_dir=Path(work_dir).absolute() if work_dir else staging.scratch / "artifacts",
             target=options.target,
             engine=options.engine,
-            precision=precision,
+            precision=options.precision,
             max_batch=options.max_batch,
             progress=say,
         )

@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the networks' warm-up at load")
     parser.add_argument(
+        "--cuda-graphs", action="store_true", help="gpu/torch: replay one CUDA graph per batch size"
+    )
+    parser.add_argument(
         "--work-dir", metavar="DIR", help="keep ONNX files, engines and the timing cache here"
     )
     parser.set_defaults(func=run)
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         pipeline_threads=args.pipeline_threads,
         max_image_pixels=args.max_image_pixels,
         warmup=not args.no_warmup,
+        precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
     )
     start = time.perf_counter()
 
@@ -98,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
         refiner_checkpoints=args.refiner,
         random_seed=args.random_weights,
         options=options,
-        precision=args.precision,
         work_dir=args.work_dir,
         progress=progress,
     )

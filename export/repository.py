@@ -35,7 +35,7 @@ from typing import Any
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
 from magnet_triton.io_spec import ModelSpec, TensorSpec
-from magnet_triton.runtimes import KERNEL_DIR, TARGETS, Runtime, get_runtime
+from magnet_triton.runtimes import KERNEL_DIR, RUNTIMES, TARGETS, Runtime, get_runtime
 from magnet_triton.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class RepositoryOptions:
             cores are otherwise idle while they run.
         max_image_pixels: larger images are refused with a message instead of exhausting memory.
         warmup: run each network once on random data at load, so the first request is not slow.
+        precision: the networks' precision, one of the runtime's ``precisions``.
+        cuda_graphs: the ``torch`` engine on a GPU replays one CUDA graph per batch size.
     """
 
     target: str = "cpu"
@@ -81,10 +83,19 @@ class RepositoryOptions:
     pipeline_threads: int = 0
     max_image_pixels: int = 16 * 1024 * 1024
     warmup: bool = True
+    precision: str = "fp32"
+    cuda_graphs: bool = False
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        get_runtime(self.target, self.engine)  # an unknown target or engine fails here, listing both
+        runtime = get_runtime(self.target, self.engine)  # an unknown target or engine fails here
+        if self.precision not in runtime.precisions:
+            raise MagnetError(
+                f"{runtime.name} runs {list(runtime.precisions)} networks, not {self.precision!r}; "
+                f"engines with {self.precision}: {[r.name for r in RUNTIMES if self.precision in r.precisions]}"
+            )
+        if self.cuda_graphs and "cuda_graphs" not in runtime.option_parameters.values():
+            raise MagnetError(f"{runtime.name} has no CUDA graphs; they are a setting of gpu/torch")
         for name in ("max_batch", "pipeline_instances", "network_instances", "max_image_pixels"):
             if int(getattr(self, name)) < 1:
                 raise MagnetError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -116,7 +127,10 @@ def _io(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _parameters(values: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": {"string_value": str(v)}} for k, v in values.items()]
+    def text(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return [{"key": k, "value": {"string_value": text(v)}} for k, v in values.items()]
 
 
 def _preferred_batches(max_batch: int) -> list[int]:

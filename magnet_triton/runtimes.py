@@ -1,8 +1,9 @@
 """The runtime table: which engine runs the networks of a model repository, and what that implies.
 
 An *engine* is a runtime on a device kind: ``cpu/onnxruntime`` (the exported ONNX files in onnxruntime,
-inside a Python-backend runner) and ``gpu/tensorrt`` (TensorRT plans on Triton's native
-``tensorrt_plan`` platform). An entry says what export builds for each network, which file goes into a
+inside a Python-backend runner), ``gpu/tensorrt`` (TensorRT plans on Triton's native ``tensorrt_plan``
+platform), and ``gpu/torch`` / ``cpu/torch`` (our PyTorch networks in a Python-backend runner, for GPUs
+without TensorRT). An entry says what export builds for each network, which file goes into a
 network's version folder, which ``config.pbtxt`` fields the network models get, and which optional
 packages it needs. The repository generator, the export and the command lines read it; nothing else
 branches on a target name. Adding a runtime is one :class:`Runtime` in :data:`RUNTIMES` (and, for a new
@@ -68,8 +69,9 @@ class Runtime:
     Attributes:
         engine: the runtime's name within its device kind (``--engine``): ``onnxruntime``, ``tensorrt``.
         device: a key of :data:`DEVICE_KINDS`.
-        artifact: what export builds for each network: ``onnx`` (the checked ONNX file) or
-            ``tensorrt_plan`` (an engine built from it and checked against onnxruntime).
+        artifact: what export builds for each network: ``onnx`` (the checked ONNX file),
+            ``tensorrt_plan`` (an engine built from it and checked against onnxruntime) or ``torch`` (a
+            network file of :mod:`magnet_triton.torch_engine`: registry name, class count, weights).
         model_file: the file name in each network's version folder.
         platform: Triton's native platform for the networks, or None for a Python-backend runner.
         runner: the module of that runner (its ``TritonPythonModel``), when ``platform`` is None.
@@ -121,6 +123,28 @@ class Runtime:
         return [m for m in self.requirements if importlib.util.find_spec(m) is None]
 
 
+def _torch_runtime(device: str) -> Runtime:
+    """Our PyTorch networks in a Python-backend runner: FP16 and CUDA graphs on a GPU, FP32 on the CPU."""
+    on_gpu = device == "gpu"
+    return Runtime(
+        engine="torch",
+        device=device,
+        artifact="torch",
+        model_file="model.pt",
+        runner="magnet_triton.model_repository.torch_runner_model",
+        file_parameter="weights_file",
+        option_parameters={"precision": "precision", "cuda_graphs": "cuda_graphs"}
+        if on_gpu
+        else {"precision": "precision", "threads": "onnx_threads"},
+        precisions=("fp32", "fp16") if on_gpu else ("fp32",),
+        requirements=("torch",),
+        extra="cpu",
+        description="our PyTorch networks on the instance's GPU (FP32 or FP16, optional CUDA graphs), no TensorRT"
+        if on_gpu
+        else "our PyTorch networks on the CPU",
+    )
+
+
 #: Every engine; the first of each device kind is that kind's default.
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime(
@@ -146,6 +170,8 @@ RUNTIMES: tuple[Runtime, ...] = (
         extra="gpu",
         description="TensorRT engines on Triton's tensorrt_plan platform",
     ),
+    _torch_runtime("gpu"),
+    _torch_runtime("cpu"),
 )
 
 

@@ -1,35 +1,29 @@
-"""The CPU target's ``magnet_backbone`` and ``magnet_refiner``: the exported ONNX files in onnxruntime.
+"""The ``cpu/onnxruntime`` runtime's ``magnet_backbone`` and ``magnet_refiner``: the exported ONNX files.
 
-Triton's dynamic batcher hands over several requests at once; they are concatenated into one
-onnxruntime run and split again, which is where concurrent pipelines share work.
+One onnxruntime session per instance; the requests of a dynamic batch share one run
+(:class:`~magnet_triton.model_repository.network_runner.BatchedNetworkModel`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from magnet_triton.model_repository.config_params import model_parameters
-from magnet_triton.model_repository.responses import error_response, internal_error
+from magnet_triton.model_repository.network_runner import BatchedNetworkModel
 
 log = logging.getLogger(__name__)
 
 
-class TritonPythonModel:
-    def initialize(self, args: dict[str, Any]) -> None:
-        import json
+class TritonPythonModel(BatchedNetworkModel):
+    what = "onnxruntime"
 
+    def load(self, args: dict[str, Any], params: dict[str, str]) -> None:
         import onnxruntime as ort
-        import triton_python_backend_utils as pb_utils
 
-        self.pb_utils = pb_utils
-        config = json.loads(args["model_config"])
-        params = model_parameters(args)
-        self.input_name = config["input"][0]["name"]
-        self.output_name = config["output"][0]["name"]
         onnx_path = os.path.join(
             args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx")
         )
@@ -39,20 +33,11 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         log.info("%s version %s: %s", args["model_name"], args["model_version"], onnx_path)
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        pb = self.pb_utils
-        arrays = [pb.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
-        try:
-            outputs = self.session.run([self.output_name], {self.input_name: np.concatenate(arrays)})[0]
-        except Exception as e:  # every request of this batch failed for the same reason
-            log.exception("onnxruntime failed")
-            error = internal_error(pb, f"onnxruntime failed: {e}")
-            return [error_response(pb, error) for _ in requests]
-        responses, start = [], 0
-        for array in arrays:
-            stop = start + array.shape[0]
-            responses.append(
-                pb.InferenceResponse(output_tensors=[pb.Tensor(self.output_name, outputs[start:stop])])
-            )
-            start = stop
-        return responses
+    def read(self, tensor: Any) -> np.ndarray:
+        return tensor.as_numpy()
+
+    def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: np.concatenate(inputs)})[0]
+
+    def write(self, rows: np.ndarray) -> Any:
+        return self.pb_utils.Tensor(self.output_name, rows)

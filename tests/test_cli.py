@@ -110,6 +110,9 @@ def test_export_writes_a_complete_repository(tmp_path):
         (["--target", "gpu"], "TensorRT"),
         (["--refiner", "a.pth", "b.pth"], "refiner"),
         (["--precision", "fp16"], "fp16"),
+        (["--engine", "tensorrt"], "unknown engine 'tensorrt' for target cpu"),
+        (["--target", "gpu", "--engine", "onnxruntime"], "unknown engine 'onnxruntime' for target gpu"),
+        (["--cuda-graphs"], "CUDA graphs"),
     ],
 )
 def test_export_errors_leave_nothing_behind(tmp_path, capsys, extra, message):
@@ -118,6 +121,30 @@ def test_export_errors_leave_nothing_behind(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_with_the_torch_engine_writes_network_files_and_no_onnx(tmp_path, capsys):
+    from magnet_triton.export.repository import read_manifest
+    from magnet_triton.torch_engine import load_network_file
+
+    out = tmp_path / "repo"
+    argv = [
+        "export",
+        "--preset",
+        "cityscapes",
+        "--random-weights",
+        "3",
+        "--engine",
+        "torch",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert read_manifest(out)["runtime"] == "cpu/torch"
+    name, num_classes, _ = load_network_file(out / "magnet_backbone" / "1" / "model.pt")
+    assert (name, num_classes) == ("hrnet18+ocr", 19)
+    assert sorted(p.name for p in (out / "magnet_refiner").iterdir()) == ["1", "2", "3", "config.pbtxt"]
+    assert not list(out.rglob("*.onnx"))
 
 
 def test_export_refuses_a_non_empty_or_unwritable_destination(tmp_path, capsys):

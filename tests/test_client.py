@@ -45,7 +45,7 @@ from magnet_triton.client.result import statistics_delta, summarize_health
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.errors import MagnetError
 from magnet_triton.server import free_port
-from tests.tiny_repository import build_tiny_repository, png_bytes
+from tests.tiny_repository import build_tiny_repository, png_bytes, skip_without_tritonserver
 from tests.tiny_repository import scene as _scene
 
 
@@ -78,12 +78,7 @@ def raw_segmentation(url: str, image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
-    from magnet_triton.server import find_tritonserver
-
-    try:
-        find_tritonserver()
-    except MagnetError as e:
-        pytest.skip(f"no tritonserver here: {e}")
+    skip_without_tritonserver()
     return build_tiny_repository(tmp_path_factory.mktemp("client_tiny"))
 
 

@@ -16,7 +16,15 @@ from magnet_triton.export.repository import RepositoryOptions, model_configs, to
 from magnet_triton.settings import get_preset
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = {"cityscapes_cpu": ("cityscapes", "cpu"), "deepglobe_gpu": ("deepglobe", "gpu")}
+#: golden folder -> (preset, RepositoryOptions fields)
+CASES = {
+    "cityscapes_cpu": ("cityscapes", {"target": "cpu"}),
+    "deepglobe_gpu": ("deepglobe", {"target": "gpu"}),
+    "cityscapes_gpu_torch": (
+        "cityscapes",
+        {"target": "gpu", "engine": "torch", "precision": "fp16", "cuda_graphs": True},
+    ),
+}
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
@@ -25,8 +33,8 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_configs_equal_the_reviewed_golden_files(case):
-    preset, target = CASES[case]
-    configs = model_configs(get_preset(preset), RepositoryOptions(target=target))
+    preset, fields = CASES[case]
+    configs = model_configs(get_preset(preset), RepositoryOptions(**fields))
     for name, config in configs.items():
         golden = GOLDEN / case / f"{name}.pbtxt"
         assert to_pbtxt(config) == golden.read_text(), f"{golden} differs; review the change and update it"
@@ -34,9 +42,9 @@ def test_configs_equal_the_reviewed_golden_files(case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_config_is_a_valid_triton_model_config_matching_io_spec(case):
-    preset, target = CASES[case]
+    preset, fields = CASES[case]
     settings = get_preset(preset)
-    configs = model_configs(settings, RepositoryOptions(target=target, max_batch=8))
+    configs = model_configs(settings, RepositoryOptions(**fields, max_batch=8))
     specs = {s.name: s for s in io_spec.all_specs(settings, backbone_max_batch=8, refiner_max_batch=8)}
     for name, config in configs.items():
         parsed = parse(to_pbtxt(config))
@@ -148,6 +156,9 @@ def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
         ({"max_batch": 0}, "max_batch"),
         ({"onnx_threads": -1}, ">= 0"),
         ({"pipeline_threads": -2}, "pipeline_threads"),
+        ({"precision": "fp16"}, r"cpu/onnxruntime runs \['fp32'\].*gpu/tensorrt"),
+        ({"target": "gpu", "cuda_graphs": True}, "CUDA graphs.*gpu/torch"),
+        ({"engine": "tensorrt"}, "unknown engine 'tensorrt' for target cpu"),
     ],
 )
 def test_bad_repository_options_are_refused(changes, message):

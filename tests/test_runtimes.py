@@ -78,7 +78,9 @@ def test_network_configs_follow_the_runtime_entry(runtime):
             params = {p["key"]: p["value"]["string_value"] for p in config["parameters"]}
             assert params[runtime.file_parameter] == runtime.model_file
             for key, attr in runtime.option_parameters.items():
-                assert params[key] == str(getattr(options, attr))
+                value = getattr(options, attr)
+                # protobuf text and the runners spell booleans in lower case
+                assert params[key] == (str(value).lower() if isinstance(value, bool) else str(value))
     pipeline = configs[io_spec.PIPELINE_MODEL]
     assert pipeline["instance_group"][0]["kind"] == kind
     params = {p["key"]: p["value"]["string_value"] for p in pipeline["parameters"]}

@@ -453,3 +453,49 @@ def test_an_onnxruntime_failure_fails_every_request_of_its_batch_as_internal(bac
     assert len(responses) == 2
     for response in responses:
         assert error_of(response, fake_triton.TritonError.INTERNAL).startswith("onnxruntime failed: ")
+
+
+# ---------------------------------------------------------------------- the torch engine's runner
+@pytest.fixture
+def torch_refiner_runner(monkeypatch, tmp_path):
+    from magnet_triton.model_repository.torch_runner_model import TritonPythonModel
+    from magnet_triton.networks.weights import network_with_weights
+    from magnet_triton.torch_engine import save_network_file
+
+    fake_triton.install(monkeypatch)
+    options = RepositoryOptions(engine="torch", max_batch=4, onnx_threads=1)
+    config = model_configs(TINY, options)[io_spec.REFINER_MODEL]
+    model_dir = tmp_path / io_spec.REFINER_MODEL
+    (model_dir / "1").mkdir(parents=True)
+    network = network_with_weights("refinement", TINY.num_classes, random_seed=11)
+    save_network_file(model_dir / "1" / "model.pt", "refinement", TINY.num_classes, network)
+    model = TritonPythonModel()
+    model.initialize(triton_args(config, model_dir))
+    return model, network
+
+
+def test_the_torch_runner_serves_softmax_of_its_network_for_each_request_of_a_batch(torch_refiner_runner):
+    import torch
+
+    model, network = torch_refiner_runner
+    rng = np.random.default_rng(1)
+    batches = [rng.random(size=(n, 2 * TINY.num_classes, 64, 64), dtype=np.float32) for n in (2, 1)]
+    requests = [
+        request(fake_triton.Tensor(io_spec.FINE_AND_COARSE, b), outputs=[io_spec.PROBABILITIES])
+        for b in batches
+    ]
+    responses = model.execute(requests)
+    for batch, response in zip(batches, responses, strict=True):
+        with torch.no_grad():
+            expected = torch.softmax(network(torch.from_numpy(batch)), dim=1).numpy()
+        got = outputs_of(response)[io_spec.PROBABILITIES]
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_torch_engine_failure_fails_every_request_of_its_batch_as_internal(torch_refiner_runner):
+    model, _ = torch_refiner_runner
+    wrong = np.zeros((1, 3, 64, 64), dtype=np.float32)  # 3 channels, the refiner takes 2C = 10
+    responses = model.execute([request(fake_triton.Tensor(io_spec.FINE_AND_COARSE, wrong))] * 2)
+    for response in responses:
+        assert "refinement failed" in error_of(response, fake_triton.TritonError.INTERNAL)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from magnet_triton import io_spec
-from tests.tiny_repository import SEED, TINY, build_tiny_repository, png_bytes, scene
+from tests.tiny_repository import SEED, TINY, png_bytes, scene, serving_tiny_repository
 
 pytestmark = pytest.mark.server
 grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
@@ -19,15 +19,7 @@ grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is no
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from magnet_triton.errors import MagnetError
-    from magnet_triton.server import TritonServer, find_tritonserver
-
-    try:
-        find_tritonserver()
-    except MagnetError as e:
-        pytest.skip(f"no tritonserver here: {e}")
-    repository = build_tiny_repository(tmp_path_factory.mktemp("tiny"))
-    with TritonServer(repository, log_path=repository.parent / "server.log") as running:
+    with serving_tiny_repository(tmp_path_factory.mktemp("tiny")) as running:
         yield running
 
 

@@ -7,7 +7,10 @@ the same shape (three scales, two refiners, FPN backbone) at 64 x 64 patches.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,13 +32,44 @@ TINY = Settings(
 )
 
 
-def build_tiny_repository(root: Path, *, max_image_pixels: int = 600 * 600, max_batch: int = 4) -> Path:
-    """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``."""
+def build_tiny_repository(
+    root: Path, *, max_image_pixels: int = 600 * 600, max_batch: int = 4, engine: str | None = None
+) -> Path:
+    """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``.
+
+    ``engine``: the CPU runtime (default onnxruntime; ``torch`` serves the PyTorch networks).
+    """
     from magnet_triton.export.build import export_repository
     from magnet_triton.export.repository import RepositoryOptions
 
-    options = RepositoryOptions(max_batch=max_batch, max_image_pixels=max_image_pixels, pipeline_instances=2)
+    options = RepositoryOptions(
+        engine=engine, max_batch=max_batch, max_image_pixels=max_image_pixels, pipeline_instances=2
+    )
     return export_repository(TINY, root / "repository", random_seed=SEED, options=options)
+
+
+def skip_without_tritonserver() -> None:
+    """Skip the calling test (or fixture) with the reason when no tritonserver can be found here."""
+    import pytest
+
+    from magnet_triton.errors import MagnetError
+    from magnet_triton.server import find_tritonserver
+
+    try:
+        find_tritonserver()
+    except MagnetError as e:
+        pytest.skip(f"no tritonserver here: {e}")
+
+
+@contextmanager
+def serving_tiny_repository(root: Path, **options: Any) -> Iterator[Any]:
+    """A running ``TritonServer`` on a new tiny repository under ``root`` (see :func:`build_tiny_repository`)."""
+    from magnet_triton.server import TritonServer
+
+    skip_without_tritonserver()
+    repository = build_tiny_repository(root, **options)
+    with TritonServer(repository, log_path=repository.parent / "server.log") as running:
+        yield running
 
 
 def scene(height: int = 150, width: int = 230, seed: int = 0) -> np.ndarray:
