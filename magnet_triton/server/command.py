@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--shm-default-byte-size",
         type=int,
-        default=DEFAULT_PYTHON_SHM_BYTE_SIZE,
-        help="Python-backend shared memory per model instance (default: %(default)s)",
+        default=None,
+        help="Python-backend shared memory per model instance (default: sized from the repository's "
+        f"preset, at least {DEFAULT_PYTHON_SHM_BYTE_SIZE}); on a GPU repository the CUDA memory pool is "
+        "sized from it too, unless a --triton-arg=--cuda-memory-pool-byte-size is given",
     )
     p.add_argument(
         "--shm-growth-byte-size",
@@ -58,7 +60,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_serve)
 
 
+def _memory_args(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """The shared-memory size and CUDA pool arguments: from the repository's preset unless given."""
+    from magnet_triton.export.repository import read_manifest
+    from magnet_triton.server.sizing import memory_settings
+
+    given = " ".join(args.triton_arg)
+    try:
+        sized = memory_settings(read_manifest(args.model_repository))
+    except MagnetError:  # not a repository of ours: Triton's defaults
+        return args.shm_default_byte_size or DEFAULT_PYTHON_SHM_BYTE_SIZE, []
+    pool = [] if "--cuda-memory-pool-byte-size" in given else sized.tritonserver_args()
+    return args.shm_default_byte_size or sized.python_shm_default_byte_size, pool
+
+
 def _serve(args: argparse.Namespace) -> int:
+    shm_bytes, pool_args = _memory_args(args)
     server = TritonServer(
         args.model_repository,
         grpc_port=args.grpc_port or None,
@@ -66,9 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         host=args.host,
         startup_timeout_s=args.startup_timeout_s,
-        extra_args=args.triton_arg,
+        extra_args=[*pool_args, *args.triton_arg],
         log_path=args.log_file,
-        python_shm_default_byte_size=args.shm_default_byte_size,
+        python_shm_default_byte_size=shm_bytes,
         python_shm_growth_byte_size=args.shm_growth_byte_size,
     )
     # SIGINT and SIGTERM both raise KeyboardInterrupt here: while starting, TritonServer.start() then

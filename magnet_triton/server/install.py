@@ -51,8 +51,19 @@ class ServerInstall:
     bundled: bool
 
 
+#: Points at a ``pytriton/tritonserver`` folder laid out as the wheel installs it, with its
+#: ``nvidia_pytriton.libs`` two levels up (the device kit unpacks one): used instead of the wheel.
+ROOT_VARIABLE = "MAGNET_TRITONSERVER_ROOT"
+
+
 def _bundled_triton_root() -> Path | None:
-    """``pytriton/tritonserver`` inside the installed ``nvidia-pytriton`` wheel, or None."""
+    """``pytriton/tritonserver`` inside the installed ``nvidia-pytriton`` wheel (or at
+    ``$MAGNET_TRITONSERVER_ROOT``), or None."""
+    if os.environ.get(ROOT_VARIABLE):
+        root = Path(os.environ[ROOT_VARIABLE])
+        if not (root / "bin" / "tritonserver").is_file():
+            raise MagnetError(f"{ROOT_VARIABLE}={root} holds no bin/tritonserver")
+        return root
     # find_spec locates the package without importing it (pytriton's import is slow and heavy).
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
