@@ -14,21 +14,12 @@ imported by the functions that use them.
 
 from __future__ import annotations
 
-from typing import Any
+from magnet_triton.lazy import lazy_attributes
 
 _EXPORTS = {
     "export_repository": "magnet_triton.export.build",
     "RepositoryOptions": "magnet_triton.export.repository",
     "build_artifacts": "magnet_triton.export.artifacts",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -1,12 +1,14 @@
 """The pipeline's :class:`~magnet_triton.pipeline.Networks`, reached through Triton BLS calls.
 
-Patches of a scale go out in batches of up to ``max_batch`` per request (the network models' dynamic
-batchers can merge batches of concurrent pipelines). Tensors on a GPU cross over DLPack and stay there;
+Patches of a scale go out in batches of up to ``max_batch`` per request, all of a scale's batches at
+once (``async_exec``), so the network models' instances and dynamic batchers work on them together, and
+merge them with the batches of concurrent pipelines, instead of one round trip after another. Tensors on a GPU cross over DLPack and stay there;
 CPU tensors travel as numpy arrays.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import torch
@@ -20,6 +22,11 @@ class NetworkCallError(RuntimeError):
     """A composing model failed: a server-side problem, not the caller's."""
 
 
+async def _exec_all(requests: list[Any]) -> list[Any]:
+    # async_exec needs a running loop when it is called, not only when it is awaited.
+    return list(await asyncio.gather(*(r.async_exec() for r in requests)))
+
+
 class BLSNetworks:
     """Backbone and refiner as BLS calls to ``magnet_backbone`` and ``magnet_refiner`` (version = index + 1)."""
 
@@ -29,26 +36,42 @@ class BLSNetworks:
         self.max_batch = max_batch
         self.timeout_ms = timeout_ms
         self.calls = 0
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+
+    def _request(self, model: str, version: int, input_name: str, chunk: torch.Tensor) -> Any:
+        return self.pb_utils.InferenceRequest(
+            model_name=model,
+            model_version=version,
+            requested_output_names=[io_spec.PROBABILITIES],
+            inputs=[to_triton(input_name, chunk, self.pb_utils)],
+            **({"timeout": self.timeout_ms * 1000} if self.timeout_ms else {}),
+        )
+
+    def _output(self, model: str, version: int, response: Any) -> torch.Tensor:
+        self.calls += 1
+        if response.has_error():
+            raise NetworkCallError(f"{model} (version {version}) failed: {response.error().message()}")
+        tensor = self.pb_utils.get_output_tensor_by_name(response, io_spec.PROBABILITIES)
+        if tensor is None:
+            raise NetworkCallError(f"{model} returned no {io_spec.PROBABILITIES}")
+        return from_triton(tensor, self.device)
 
     def _call(self, model: str, version: int, input_name: str, batch: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for chunk in batch.split(self.max_batch):
-            request = self.pb_utils.InferenceRequest(
-                model_name=model,
-                model_version=version,
-                requested_output_names=[io_spec.PROBABILITIES],
-                inputs=[to_triton(input_name, chunk, self.pb_utils)],
-                **({"timeout": self.timeout_ms * 1000} if self.timeout_ms else {}),
-            )
-            response = request.exec()
-            self.calls += 1
-            if response.has_error():
-                raise NetworkCallError(f"{model} (version {version}) failed: {response.error().message()}")
-            tensor = self.pb_utils.get_output_tensor_by_name(response, io_spec.PROBABILITIES)
-            if tensor is None:
-                raise NetworkCallError(f"{model} returned no {io_spec.PROBABILITIES}")
-            outputs.append(from_triton(tensor, self.device))
-        return torch.cat(outputs)
+        requests = [self._request(model, version, input_name, c) for c in batch.split(self.max_batch)]
+        if len(requests) > 1 and hasattr(requests[0], "async_exec"):
+            # Every chunk of the scale in flight at once: the network model's dynamic batcher and its
+            # instances work on them together instead of one round trip after another.
+            responses = self._loop.run_until_complete(_exec_all(requests))
+        else:
+            responses = [r.exec() for r in requests]
+        return torch.cat([self._output(model, version, r) for r in responses])
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # A loop of this instance's own: execute() is synchronous, and the stub runs no loop for it.
+        if self._event_loop is None:
+            self._event_loop = asyncio.new_event_loop()
+        return self._event_loop
 
     def backbone(self, patches: torch.Tensor) -> torch.Tensor:
         """B x 3 x h x w float32 -> B x C x h x w float32 probabilities."""

@@ -13,6 +13,7 @@ optional inputs), which happen before ``execute`` in the real server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -184,6 +185,7 @@ def make_pb_utils(bls: Callable[[InferenceRequest], InferenceResponse] | None = 
     """
     module = ModuleType("triton_python_backend_utils")
     module.__doc__ = __doc__
+    module.in_flight = module.max_in_flight = 0  # BLS calls sent with async_exec, now and at most
 
     class BoundInferenceRequest(InferenceRequest):
         def exec(self, decoupled: bool = False) -> InferenceResponse:
@@ -192,6 +194,20 @@ def make_pb_utils(bls: Callable[[InferenceRequest], InferenceResponse] | None = 
             if bls is None:
                 return super().exec()
             return bls(self)
+
+        def async_exec(self, decoupled: bool = False) -> Any:
+            # As the real one: it needs a running loop when called, and returns an awaitable.
+            loop = asyncio.get_running_loop()
+            return loop.create_task(self._in_flight(decoupled))
+
+        async def _in_flight(self, decoupled: bool) -> InferenceResponse:
+            module.in_flight += 1
+            module.max_in_flight = max(module.max_in_flight, module.in_flight)
+            try:
+                await asyncio.sleep(0)  # yield, so that calls sent together are in flight together
+                return self.exec(decoupled)
+            finally:
+                module.in_flight -= 1
 
     BoundInferenceRequest.__name__ = BoundInferenceRequest.__qualname__ = "InferenceRequest"
     module.InferenceRequest = BoundInferenceRequest

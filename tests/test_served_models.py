@@ -263,6 +263,17 @@ def test_the_served_segmentation_is_run_magnet_with_the_same_networks(pipeline, 
     }
 
 
+def test_the_chunks_of_a_scale_are_in_flight_together(pipeline, expected):
+    import sys
+
+    pb_utils = sys.modules["triton_python_backend_utils"]
+    (response,) = pipeline.execute([request(image_input())])
+    np.testing.assert_array_equal(outputs_of(response)[io_spec.SEGMENTATION], expected("magnet").segmentation)
+    # The finest scale of TINY on this image has more patches than one BLS batch (bls_max_batch 8):
+    # its chunks went out with async_exec at once, not one round trip after another.
+    assert pb_utils.max_in_flight >= 2 and pb_utils.in_flight == 0
+
+
 def test_a_request_asking_only_for_the_segmentation_gets_only_the_segmentation(pipeline, expected):
     asked = request(image_input(), parameters={"mode": "downsample"}, outputs=[io_spec.SEGMENTATION])
     (response,) = pipeline.execute([asked])

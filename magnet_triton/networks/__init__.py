@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.lazy import lazy_attributes
 from magnet_triton.networks.registry import BACKBONES, NETWORK_NAMES, NETWORKS, network_entry
 
 if TYPE_CHECKING:
@@ -37,20 +38,15 @@ def build_network(name: str, num_classes: int) -> nn.Module:
 
 
 # The helpers below import torch; resolve them on first use so this package stays light.
-_LAZY = {
-    "load_checkpoint": "magnet_triton.networks.checkpoint",
-    "random_state_dict": "magnet_triton.networks.checkpoint",
-    "save_checkpoint": "magnet_triton.networks.checkpoint",
-    "network_with_weights": "magnet_triton.networks.weights",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "load_checkpoint": "magnet_triton.networks.checkpoint",
+        "random_state_dict": "magnet_triton.networks.checkpoint",
+        "save_checkpoint": "magnet_triton.networks.checkpoint",
+        "network_with_weights": "magnet_triton.networks.weights",
+    },
+)
 
 
 __all__ = [
