@@ -109,8 +109,12 @@ def run_magnet(
     return_probabilities: bool = False,
     return_coarse: bool = True,
     return_confidence: bool = True,
+    cut_on_device: bool | None = None,
 ) -> SegmentationResult:
     """Segment one H x W x 3 uint8 RGB image with MagNet as ``settings`` say (every mode).
+
+    ``cut_on_device``: resize the image and cut its patches on ``device`` (default: on a CUDA device)
+    rather than with OpenCV on the CPU; both compute the same pixels.
 
     ``device`` is where the maps live; the networks get their inputs there. ``steps`` defaults to the
     CUDA kernels on a CUDA device and the PyTorch steps elsewhere. The coarse map and the confidence are
@@ -122,6 +126,9 @@ def run_magnet(
     steps = steps or steps_for_device(device)
     clock = _Clock(device)
     out_hw = image.shape[:2]
+    if cut_on_device if cut_on_device is not None else device.type == "cuda":
+        # One copy of the image to the device; every scale and patch is then cut there.
+        image = torch.from_numpy(image).to(device)
 
     t = time.perf_counter()
     first = settings.scales[0]
@@ -173,7 +180,11 @@ def _normalization(settings: Settings) -> Normalization:
 
 
 def _patching(
-    image: np.ndarray, settings: Settings, networks: Networks, device: torch.device, clock: _Clock
+    image: np.ndarray | torch.Tensor,
+    settings: Settings,
+    networks: Networks,
+    device: torch.device,
+    clock: _Clock,
 ) -> torch.Tensor:
     """The Patching baseline: the backbone on every patch of the last scale, pasted, no refiner."""
     t = time.perf_counter()
@@ -194,7 +205,7 @@ def _patching(
 
 
 def _refine_scale(
-    image: np.ndarray,
+    image: np.ndarray | torch.Tensor,
     settings: Settings,
     networks: Networks,
     probs: torch.Tensor,

@@ -33,6 +33,14 @@ def test_the_cuda_pool_holds_every_pipelines_largest_call_twice_over():
     assert sized.tritonserver_args() == [f"--cuda-memory-pool-byte-size=0:{sized.cuda_memory_pool_byte_size}"]
 
 
+def test_shared_memory_holds_two_requests_at_the_final_scale():
+    # DeepGlobe's final scale 2448 x 2448: image (3 B/px), two class maps (2 B/px), confidence (4 B/px).
+    two_requests = 2 * 2448 * 2448 * 9
+    sized = memory_settings(manifest("deepglobe", "cpu"))
+    assert two_requests <= sized.python_shm_default_byte_size < two_requests + 64 * MIB
+    assert memory_settings(manifest("cityscapes", "gpu")).python_shm_default_byte_size == 64 * MIB
+
+
 def test_small_presets_get_the_minimum_pool_and_cpu_repositories_none():
     assert memory_settings(manifest("cityscapes", "gpu", max_batch=1)).cuda_memory_pool_byte_size == 256 * MIB
     cpu = memory_settings(manifest("deepglobe", "cpu"))
@@ -47,7 +55,8 @@ def test_serve_sizes_the_pool_unless_the_user_gave_one(tmp_path):
     (tmp_path / "magnet_repository.json").write_text(json.dumps(manifest("deepglobe", "gpu")))
     args = argparse.Namespace(model_repository=tmp_path, triton_arg=[], shm_default_byte_size=None)
     shm, pool = _memory_args(args)
-    assert shm == 64 * MIB and pool == memory_settings(manifest("deepglobe", "gpu")).tritonserver_args()
+    sized = memory_settings(manifest("deepglobe", "gpu"))
+    assert shm == sized.python_shm_default_byte_size == 128 * MIB and pool == sized.tritonserver_args()
     args.triton_arg = ["--cuda-memory-pool-byte-size=0:1024"]
     assert _memory_args(args)[1] == []
     args.model_repository = tmp_path / "not_ours"

@@ -13,7 +13,7 @@ from magnet_triton.ops.resize import resize_image
 
 
 def cut_patches(
-    image: np.ndarray,
+    image: np.ndarray | torch.Tensor,
     boxes: Sequence[Box],
     input_size: tuple[int, int],
     normalization: Normalization = IMAGENET,
@@ -21,14 +21,18 @@ def cut_patches(
     """Crops of an already scaled image, resized and normalised for the backbone.
 
     Args:
-        image: H x W x 3 uint8 RGB, at the scale the boxes refer to.
+        image: H x W x 3 uint8 RGB, at the scale the boxes refer to: a numpy array (cut on the CPU with
+            OpenCV) or a torch tensor (cut where it lives, with the same arithmetic).
         boxes: whole-pixel ``(x0, y0, x1, y1)`` boxes inside the image.
         input_size: ``(w, h)`` each crop is resized to (OpenCV bilinear on uint8, as the spec says).
         normalization: the backbone's (its registry entry's); every published backbone uses ImageNet's.
 
     Returns:
-        K x 3 x h x w float32 on the CPU: ``(crop / 255 - mean) / std``.
+        K x 3 x h x w float32, on the CPU for a numpy image, else on the tensor's device:
+        ``(crop / 255 - mean) / std``.
     """
+    if isinstance(image, torch.Tensor):
+        return _cut_patches_tensor(image, boxes, input_size, normalization)
     width, height = input_size
     mean, std = normalization.mean_array, normalization.std_array
     out = np.empty((len(boxes), 3, height, width), dtype=np.float32)
@@ -37,3 +41,14 @@ def cut_patches(
         pixels = crop.astype(np.float32) / 255.0
         out[k] = ((pixels - mean) / std).transpose(2, 0, 1)
     return torch.from_numpy(out)
+
+
+def _cut_patches_tensor(
+    image: torch.Tensor, boxes: Sequence[Box], input_size: tuple[int, int], normalization: Normalization
+) -> torch.Tensor:
+    mean = torch.from_numpy(normalization.mean_array).to(image.device)
+    std = torch.from_numpy(normalization.std_array).to(image.device)
+    crops = [resize_image(image[y0:y1, x0:x1], input_size) for x0, y0, x1, y1 in boxes]
+    # The float32 division and subtraction in the numpy path's order, so both give the same floats.
+    pixels = torch.stack(crops).to(torch.float32) / 255.0  # K x h x w x 3
+    return ((pixels - mean) / std).permute(0, 3, 1, 2).contiguous()

@@ -1,7 +1,9 @@
 """Resizes with exactly the semantics MagNet's numbers depend on.
 
 - Images: OpenCV's bilinear resize on the uint8 image (``magnet-spec.md`` step 2 explains why not a float
-  resize: its rounding alone moves about 8% of a coarse class map under random weights).
+  resize: its rounding alone moves about 8% of a coarse class map under random weights). On a GPU the
+  same fixed-point arithmetic runs in torch (:func:`resize_image_tensor`), bit-exact with OpenCV, so
+  the image goes to the device once and every scale and patch is cut there.
 - Maps: PyTorch ``nearest`` (for the error map) and ``bilinear, align_corners=False`` (probabilities).
 """
 
@@ -44,11 +46,65 @@ def resize_bilinear(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """H x W x 3 uint8 image resized to ``size = (W, H)`` with OpenCV ``INTER_LINEAR`` (uint8 result)."""
-    import cv2  # the client must not need OpenCV, so import it where it is used
+def resize_image(image: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray | torch.Tensor:
+    """H x W x 3 uint8 image resized to ``size = (W, H)`` with OpenCV ``INTER_LINEAR`` (uint8 result).
 
+    A numpy image goes through OpenCV; a torch tensor (on any device) through
+    :func:`resize_image_tensor`, which computes the same values.
+    """
     width, height = size
     if image.shape[1] == width and image.shape[0] == height:
         return image
+    if isinstance(image, torch.Tensor):
+        return resize_image_tensor(image, size)
+    import cv2  # the client must not need OpenCV, so import it where it is used
+
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+# OpenCV's INTER_LINEAR on 8-bit images works in fixed point: 11-bit coefficients (2048 = 1.0), a
+# horizontal pass into integers, then a vertical pass that drops 4 bits, multiplies by the 16-bit
+# coefficient and keeps the high 16 bits of each product before rounding the sum to 8 bits.
+_COEF_SCALE = 2048
+
+
+def _linear_taps(in_len: int, out_len: int, clamp_weight: bool) -> tuple[np.ndarray, ...]:
+    """(first source index, second source index, weight of the first, weight of the second), int64.
+
+    Source position ``(dst + 0.5) * in / out - 0.5`` in float32. Horizontally OpenCV pins positions
+    outside the image to its edge pixel with weight 1 (``clamp_weight``); vertically it keeps the
+    fractional weight and clamps the row indices instead.
+    """
+    position = ((np.arange(out_len) + 0.5) * (in_len / out_len) - 0.5).astype(np.float32)
+    first = np.floor(position).astype(np.int64)
+    fraction = position - first
+    if clamp_weight:
+        below, above = first < 0, first >= in_len - 1
+        fraction[below | above] = 0
+        first[below] = 0
+        first[above] = in_len - 1
+    w0 = np.round((1 - fraction) * _COEF_SCALE).astype(np.int64)
+    w1 = np.round(fraction * _COEF_SCALE).astype(np.int64)
+    return np.clip(first, 0, in_len - 1), np.clip(first + 1, 0, in_len - 1), w0, w1
+
+
+def resize_image_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """H x W x C uint8 tensor -> h x w x C uint8, ``size = (w, h)``, equal to OpenCV ``INTER_LINEAR``."""
+    width, height = size
+    in_h, in_w = int(image.shape[0]), int(image.shape[1])
+    device = image.device
+
+    def taps(in_len: int, out_len: int, clamp_weight: bool) -> list[torch.Tensor]:
+        return [torch.from_numpy(t).to(device) for t in _linear_taps(in_len, out_len, clamp_weight)]
+
+    x0, x1, a0, a1 = taps(in_w, width, True)
+    y0, y1, b0, b1 = taps(in_h, height, False)
+    pixels = image.to(torch.int32)
+    rows = (
+        pixels[:, x0] * a0.to(torch.int32)[None, :, None] + pixels[:, x1] * a1.to(torch.int32)[None, :, None]
+    )
+    top, bottom = rows[y0] >> 4, rows[y1] >> 4
+    total = ((b0.to(torch.int32)[:, None, None] * top) >> 16) + (
+        (b1.to(torch.int32)[:, None, None] * bottom) >> 16
+    )
+    return ((total + 2) >> 2).clamp_(0, 255).to(torch.uint8)
