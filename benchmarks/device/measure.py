@@ -75,7 +75,11 @@ def measure_repository(
     sized = memory_settings(read_manifest(repository))
     log_path = repository.parent / f"{repository.name}.server.log"
     server = TritonServer(
-        repository, log_path=log_path, extra_args=sized.tritonserver_args(), startup_timeout_s=300
+        repository,
+        log_path=log_path,
+        extra_args=sized.tritonserver_args(),
+        python_shm_default_byte_size=sized.python_shm_default_byte_size,
+        startup_timeout_s=300,
     )
     with server, MagnetClient(server.grpc_url, timeout_s=600) as client:
         client.segment(encoded)  # warm-up: cuDNN autotuning, CUDA graphs, allocator pools
