@@ -340,6 +340,10 @@ def serve_and_measure(kit: Path, root: Path, requests: int = 10) -> dict[str, An
             record = measure_repository(root / name, images[preset].encoded, requests=requests)
         except Exception as e:  # one repository failing must not hide the others' figures
             measured[name] = {"error": repr(e)}
+            if "ipc" in str(e).lower():
+                # GPU tensors cross between Triton's processes by CUDA IPC, which a sandbox may refuse;
+                # the in-process step still proves the kernels and the networks then.
+                measured[name]["cuda_ipc_refused"] = True
             continue
         segmentation = record.pop("segmentation")
         record["agreement_with_cpu"] = compare_with_cpu(kit, {preset: segmentation})[preset]

@@ -5,6 +5,8 @@
 # With --dry-run it rehearses every step a CPU machine can, here.
 # Usage: benchmarks/device/prepare.sh && benchmarks/device/run.sh --dry-run      (here)
 #        OUT=... benchmarks/device/run.sh                                       (there, within 9 minutes)
+# Each stage has its own timeout (150 + 90 + 240 + 30 s, about 8.5 minutes with the installs), and the
+# results are saved after every step, so a stage that runs out still leaves what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KIT=benchmarks/device/kit
@@ -34,7 +36,7 @@ rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH/app"
 SITE="$SCRATCH/site"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$KIT"/wheels/*.whl
-CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc)")") timeout 300 \
+CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc)")") timeout 150 \
     python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target "$SITE" \
     "$KIT"/wheels/pycuda-*.tar.gz \
     || echo "pycuda did not build: the kernels fall back to their PyTorch twins"
@@ -48,11 +50,11 @@ export MAGNET_TRITONSERVER_ROOT="$SCRATCH/server/pytriton/tritonserver"
 cd "$SCRATCH/app"
 
 echo "== gpu tests (kernels against their twins at full sizes, the torch engine)"
-timeout 180 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py tests/test_torch_engine.py \
+timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py tests/test_torch_engine.py \
     || echo "gpu tests FAILED (see above)"
 
 echo "== export, serve, measure"
 status=0
-timeout 420 python3 -m benchmarks.device.kit run --kit "$REPO/$KIT" --out "$OUT" || status=$?
-timeout 60 python3 -m benchmarks.bench_kernels --reps 50 --warmup 5 > "$OUT/kernels.txt" 2>&1 || true
+timeout 240 python3 -m benchmarks.device.kit run --kit "$REPO/$KIT" --out "$OUT" || status=$?
+timeout 30 python3 -m benchmarks.bench_kernels --reps 50 --warmup 5 > "$OUT/kernels.txt" 2>&1 || true
 exit $status
