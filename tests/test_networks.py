@@ -8,9 +8,11 @@ number of values in each authors' state dict); tests that need it skip when the 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ OFFICIAL_JSON = (
 )
 
 # Small inputs each architecture accepts: (B, h, w). HRNet keeps full resolution in its stem, so its
-# cost grows fast with size; the ResNets need multiples of 32 (fpn) or 8 (psp).
+# cost grows fast with size; the ResNets need multiples of 32.
 SMALL_INPUT = {
     "refinement": (2, 16, 8),
     "hrnet18+ocr": (1, 32, 16),
@@ -399,6 +401,57 @@ def test_refiner_matches_a_functional_recomputation():
     expected = F.conv2d(y, p["seg_conv.weight"])
     with torch.no_grad():
         torch.testing.assert_close(refiner(x), expected, rtol=1e-4, atol=1e-4)
+
+
+# --- the authors' arithmetic -------------------------------------------------------------------------
+NETWORK_OUTPUTS = OFFICIAL_JSON.with_name("network_outputs.npz")
+
+
+def formula_weights(state_dict_shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """The reference's seeded weights (shared/reference/README.md): one generator seeded 0, the keys in
+    sorted order, each drawn by its kind; float32."""
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for key in sorted(state_dict_shapes):
+        shape = state_dict_shapes[key]
+        if key.endswith("num_batches_tracked"):
+            weights[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        if key.endswith("running_var"):
+            value = torch.rand(shape, generator=generator) * 1.5 + 0.5
+        elif key.endswith("running_mean"):
+            value = torch.randn(shape, generator=generator) * 0.1
+        elif len(shape) == 1 and key.endswith(".weight"):
+            value = torch.rand(shape, generator=generator) * 0.5 + 0.75
+        elif len(shape) == 1 and key.endswith(".bias"):
+            value = torch.randn(shape, generator=generator) * 0.05
+        else:
+            value = torch.randn(shape, generator=generator) * (1 / math.prod(shape[1:])) ** 0.5
+        weights[key] = value.float()
+    return weights
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "hrnet48+ocr" else n for n in NETWORK_NAMES]
+)
+def test_each_network_reproduces_the_authors_logits_in_float64(official, name):
+    if not NETWORK_OUTPUTS.is_file():
+        pytest.skip(f"{NETWORK_OUTPUTS} not found: the reference data lives next to the repository")
+    reference = np.load(NETWORK_OUTPUTS)
+    model = build_network(name, official[name]["num_classes"])
+    model.load_state_dict(formula_weights(official[name]["state_dict"]))
+    model = model.double().eval()
+    if name == "refinement":
+        x = torch.cat([torch.from_numpy(reference[f"{name}/{part}"]) for part in ("fine", "coarse")], dim=1)
+    else:
+        x = torch.from_numpy(reference[f"{name}/input"])
+    with torch.no_grad():
+        logits = model(x.double()).numpy()
+    expected = reference[f"{name}/logits"]
+    assert logits.shape == expected.shape
+    # The same computation agrees to float64 round-off, ~1e-12 of the largest logit; a different
+    # architecture (psp dilated to stride 8, say) is off by tenths.
+    assert np.abs(logits - expected).max() <= 1e-9 * np.abs(expected).max()
 
 
 # --- building blocks --------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ for name in $("$PYTHON" -c 'from benchmarks.device.kit import MACHINE_OWN; print
 done
 # pycuda has no wheels: its source is built there, against that machine's CUDA and driver.
 "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation --dest "$KIT/wheels" pycuda
-# This package, as it is in the working tree now.
+# This package, as it is in the working tree now (setuptools would reuse a stale build/ otherwise).
+rm -rf build
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$KIT/wheels" .
 
 echo "== CPU results to compare the GPU class maps with"

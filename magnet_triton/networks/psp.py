@@ -1,4 +1,4 @@
-"""``psp``: PSPNet on a dilated ResNet-101 (output stride 8).
+"""``psp``: PSPNet on a plain ResNet-101 (output stride 32).
 
 Key names follow the authors' checkpoints: ``feats.*`` (torchvision ResNet layout), ``psp.stages``,
 ``psp.bottleneck``, ``up_{1,2,3}.conv``, ``final`` and the auxiliary ``classifier``.
@@ -95,15 +95,17 @@ class PSPNet(nn.Module):
     Forward input: B x 3 x H x W float32 (normalised RGB). Output: B x C x H x W logits, float32:
     ``(main + 0.4 * aux) / 1.4``, each upsampled (bilinear, align_corners=False) to H x W.
 
-    ASSUMPTION (the key list cannot show strides or dilations): the ResNet is dilated to output stride
-    8 (layer3/layer4 do not stride; their blocks after the first use dilation 2/4), as in the
-    pspnet-pytorch lineage this layout comes from. Three x2 upsamplings then return exactly to the
-    input resolution when H and W are multiples of 8. Dropout of that lineage is omitted (inference only).
+    Established by the authors' outputs (``shared/reference/network_outputs.npz``, reproduced to float64
+    round-off, ``tests/test_networks.py``), not by the key list, which cannot show strides: the ResNet is
+    *not* dilated, so the pyramid pools the stride-32 features; the three x2 upsamplings reach stride 4
+    and the final bilinear resize (like the auxiliary head's, from stride 32) does the rest. The
+    dilated output-stride-8 variant of the pspnet-pytorch lineage, assumed before, is off by about half
+    the largest logit. Dropout of that lineage is omitted (inference only).
     """
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.feats = ResNetBackbone((3, 4, 23, 3), dilated=True)
+        self.feats = ResNetBackbone((3, 4, 23, 3))
         self.psp = PyramidPooling(2048, 1024, (1, 2, 3, 6))
         self.up_1 = PSPUpsample(1024, 256)
         self.up_2 = PSPUpsample(256, 64)

@@ -154,7 +154,7 @@ NETWORKS: Mapping[str, NetworkEntry] = MappingProxyType(
                 role=BACKBONE,
                 builder="magnet_triton.networks.psp:PSPNet",
                 classifier_layers=("final", "classifier"),
-                description="PSPNet on a dilated ResNet-101",
+                description="PSPNet on a ResNet-101 (output stride 32)",
             ),
         )
     }

@@ -60,17 +60,11 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def make_bottleneck_layer(
-    in_channels: int, planes: int, blocks: int, *, stride: int = 1, dilation: int = 1
-) -> nn.Sequential:
-    """A stage of ``blocks`` bottlenecks; only the first one strides (and projects).
-
-    When ``dilation`` > 1 the first block keeps dilation 1 and the others use ``dilation``, as in the
-    dilated ResNets of the pspnet-pytorch lineage that MagNet's ``psp`` descends from.
-    """
+def make_bottleneck_layer(in_channels: int, planes: int, blocks: int, *, stride: int = 1) -> nn.Sequential:
+    """A stage of ``blocks`` bottlenecks; only the first one strides (and projects)."""
     layers = [Bottleneck(in_channels, planes, stride=stride)]
     for _ in range(1, blocks):
-        layers.append(Bottleneck(planes * Bottleneck.expansion, planes, dilation=dilation))
+        layers.append(Bottleneck(planes * Bottleneck.expansion, planes))
     return nn.Sequential(*layers)
 
 
@@ -79,24 +73,22 @@ class ResNetBackbone(nn.Module):
 
     Args:
         layers: blocks per stage, (3, 4, 6, 3) for ResNet-50, (3, 4, 23, 3) for ResNet-101.
-        dilated: stride 8 instead of 32: layer3 and layer4 do not stride, their later blocks use
-            dilation 2 and 4.
 
     Forward input: B x 3 x H x W float32. Output: (c2, c3, c4, c5) with 256, 512, 1024, 2048 channels
-    at strides 4, 8, 16, 32 (4, 8, 8, 8 when ``dilated``), float32.
+    at strides 4, 8, 16, 32, float32. (Both MagNet ResNets, ``fpn`` and ``psp``, are undilated: the
+    authors' outputs say so for ``psp``, see ``networks/psp.py``.)
     """
 
-    def __init__(self, layers: tuple[int, int, int, int], *, dilated: bool = False) -> None:
+    def __init__(self, layers: tuple[int, int, int, int]) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        deep_stride, d3, d4 = (1, 2, 4) if dilated else (2, 1, 1)
         self.layer1 = make_bottleneck_layer(64, 64, layers[0])
         self.layer2 = make_bottleneck_layer(256, 128, layers[1], stride=2)
-        self.layer3 = make_bottleneck_layer(512, 256, layers[2], stride=deep_stride, dilation=d3)
-        self.layer4 = make_bottleneck_layer(1024, 512, layers[3], stride=deep_stride, dilation=d4)
+        self.layer3 = make_bottleneck_layer(512, 256, layers[2], stride=2)
+        self.layer4 = make_bottleneck_layer(1024, 512, layers[3], stride=2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
