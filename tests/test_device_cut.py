@@ -38,13 +38,28 @@ def test_the_tensor_resize_equals_opencv_inter_linear_bit_for_bit(source, target
     np.testing.assert_array_equal(got, expected)
 
 
-def test_patches_cut_from_a_tensor_equal_the_opencv_patches():
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [(0, 0, 256, 128), (200, 100, 456, 228), (264, 172, 520, 300)],  # one size: resized together
+        [(0, 0, 256, 128), (10, 20, 310, 250)],  # two sizes: one by one
+    ],
+    ids=["one-size", "mixed-sizes"],
+)
+def test_patches_cut_from_a_tensor_equal_the_opencv_patches(boxes):
     image = np.random.default_rng(1).integers(0, 256, (300, 520, 3), dtype=np.uint8)
-    boxes = [(0, 0, 256, 128), (200, 100, 456, 228), (264, 172, 520, 300)]
     expected = cut_patches(image, boxes, (200, 110))
     got = cut_patches(torch.from_numpy(image), boxes, (200, 110))
-    assert got.dtype == torch.float32 and got.shape == (3, 3, 110, 200)
+    assert got.dtype == torch.float32 and got.shape == (len(boxes), 3, 110, 200)
     assert torch.equal(got, expected)
+
+
+def test_a_batch_of_crops_resizes_like_each_crop_alone():
+    crops = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (4, 61, 97, 3), dtype=np.uint8))
+    together = resize_image_tensor(crops, (50, 33))
+    assert torch.equal(together, torch.stack([resize_image_tensor(c, (50, 33)) for c in crops]))
+    expected = cv2.resize(crops[2].numpy(), (50, 33), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(together[2].numpy(), expected)
 
 
 @pytest.mark.parametrize("mode", ["magnet", "magnet-fast", "patching"])

@@ -48,7 +48,11 @@ def _cut_patches_tensor(
 ) -> torch.Tensor:
     mean = torch.from_numpy(normalization.mean_array).to(image.device)
     std = torch.from_numpy(normalization.std_array).to(image.device)
-    crops = [resize_image(image[y0:y1, x0:x1], input_size) for x0, y0, x1, y1 in boxes]
+    crops = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
+    if len({tuple(c.shape) for c in crops}) == 1:  # a scale's patches share a size: one resize for all
+        resized = resize_image(torch.stack(crops), input_size)
+    else:
+        resized = torch.stack([resize_image(c, input_size) for c in crops])
     # The float32 division and subtraction in the numpy path's order, so both give the same floats.
-    pixels = torch.stack(crops).to(torch.float32) / 255.0  # K x h x w x 3
+    pixels = resized.to(torch.float32) / 255.0  # K x h x w x 3
     return ((pixels - mean) / std).permute(0, 3, 1, 2).contiguous()

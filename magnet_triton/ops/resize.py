@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,10 +55,10 @@ def resize_image(image: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.
     :func:`resize_image_tensor`, which computes the same values.
     """
     width, height = size
-    if image.shape[1] == width and image.shape[0] == height:
+    if image.shape[-2] == width and image.shape[-3] == height:
         return image
     if isinstance(image, torch.Tensor):
-        return resize_image_tensor(image, size)
+        return resize_image_tensor(image, size)  # also ... x H x W x C: crops of one size at once
     import cv2  # the client must not need OpenCV, so import it where it is used
 
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -88,23 +90,26 @@ def _linear_taps(in_len: int, out_len: int, clamp_weight: bool) -> tuple[np.ndar
     return np.clip(first, 0, in_len - 1), np.clip(first + 1, 0, in_len - 1), w0, w1
 
 
+@functools.lru_cache(maxsize=64)
+def _device_taps(in_len: int, out_len: int, clamp_weight: bool, device: str) -> tuple[torch.Tensor, ...]:
+    """:func:`_linear_taps` as int64 indices and int32 weights on ``device``, made once per size pair
+    (the pipeline resizes every patch of a scale with the same pair)."""
+    first, second, w0, w1 = _linear_taps(in_len, out_len, clamp_weight)
+    return tuple(torch.from_numpy(t).to(device) for t in (first, second)) + tuple(
+        torch.from_numpy(w.astype(np.int32)).to(device) for w in (w0, w1)
+    )
+
+
 def resize_image_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """H x W x C uint8 tensor -> h x w x C uint8, ``size = (w, h)``, equal to OpenCV ``INTER_LINEAR``."""
+    """... x H x W x C uint8 tensor -> ... x h x w x C uint8, ``size = (w, h)``, equal to OpenCV
+    ``INTER_LINEAR`` (leading dimensions: several crops of one size at once)."""
     width, height = size
-    in_h, in_w = int(image.shape[0]), int(image.shape[1])
-    device = image.device
-
-    def taps(in_len: int, out_len: int, clamp_weight: bool) -> list[torch.Tensor]:
-        return [torch.from_numpy(t).to(device) for t in _linear_taps(in_len, out_len, clamp_weight)]
-
-    x0, x1, a0, a1 = taps(in_w, width, True)
-    y0, y1, b0, b1 = taps(in_h, height, False)
+    in_h, in_w = int(image.shape[-3]), int(image.shape[-2])
+    device = str(image.device)
+    x0, x1, a0, a1 = _device_taps(in_w, width, True, device)
+    y0, y1, b0, b1 = _device_taps(in_h, height, False, device)
     pixels = image.to(torch.int32)
-    rows = (
-        pixels[:, x0] * a0.to(torch.int32)[None, :, None] + pixels[:, x1] * a1.to(torch.int32)[None, :, None]
-    )
-    top, bottom = rows[y0] >> 4, rows[y1] >> 4
-    total = ((b0.to(torch.int32)[:, None, None] * top) >> 16) + (
-        (b1.to(torch.int32)[:, None, None] * bottom) >> 16
-    )
+    rows = pixels.index_select(-2, x0) * a0[:, None] + pixels.index_select(-2, x1) * a1[:, None]
+    top, bottom = rows.index_select(-3, y0) >> 4, rows.index_select(-3, y1) >> 4
+    total = ((b0[:, None, None] * top) >> 16) + ((b1[:, None, None] * bottom) >> 16)
     return ((total + 2) >> 2).clamp_(0, 255).to(torch.uint8)

@@ -4,7 +4,7 @@ Two pools matter. The Python backend's shared memory carries every tensor that c
 server and a stub on the CPU (images and class maps always; patches and probabilities on the CPU
 target); Triton grows it on demand, so it starts at what a request at the preset's size needs. On a GPU, tensors that cross
 by DLPack come from Triton's CUDA memory pool, whose default (64 MiB) is smaller than one batch of
-Cityscapes refiner inputs (16 x 38 x 128 x 256 float32 = 80 MiB): a pool too small sends them through
+Cityscapes refiner inputs (16 x 38 x 128 x 256 float32 = 76 MiB): a pool too small sends them through
 the host instead. So ``magnet-triton serve`` sizes both from the manifest of the repository.
 """
 
