@@ -17,22 +17,22 @@ Layout of ``out_dir`` (refiner ``i`` is served as version ``i + 1`` of ``magnet_
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.export.engine_builders import ENGINE_BUILDERS, BuildContext, Progress
 from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
 from magnet_triton.export.staging import staged_output
 from magnet_triton.networks.registry import REFINER_NETWORK
-from magnet_triton.networks.weights import WeightSet, WeightSource, weight_set
+from magnet_triton.networks.weights import WeightSource, weight_set
 from magnet_triton.runtimes import RUNTIMES, Runtime, get_runtime
 
 if TYPE_CHECKING:
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "artifacts.json"
-_TIMING_CACHE = "engines/timing.cache"
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -183,7 +180,7 @@ def build_artifacts(
             + (f"; {precision} needs {' or '.join(able)}" if able else "")
         )
     weights = weight_set(settings, backbone_checkpoint, refiner_checkpoints, random_seed)
-    builder = _ENGINE_BUILDERS.get(runtime.artifact)
+    builder = ENGINE_BUILDERS.get(runtime.artifact)
     if builder is not None:
         builder.preflight(say)  # fail now, not after minutes of export
 
@@ -191,7 +188,7 @@ def build_artifacts(
     with staged_output(out_dir, MANIFEST) as staging:
         tmp = staging.output
         parity: dict[str, ParityReport] = {}
-        context = _BuildContext(
+        context = BuildContext(
             tmp=tmp,
             out_dir=out_dir,
             settings=settings,
@@ -230,23 +227,8 @@ def build_artifacts(
 
 
 # ---------------------------------------------------------------------- steps
-@dataclass(frozen=True)
-class _BuildContext:
-    """What the steps of one :func:`build_artifacts` share. Paths inside ``tmp`` are relative."""
-
-    tmp: Path
-    out_dir: Path
-    settings: Settings
-    weights: WeightSet
-    backbone_spec: Any
-    refiner_spec: Any
-    parity: dict[str, ParityReport]
-    say: Progress
-    engine_kwargs: dict[str, Any]
-
-
 def _export_all_checked(
-    context: _BuildContext, opset: int, parity_batch: int, parity_fp64: bool
+    context: BuildContext, opset: int, parity_batch: int, parity_fp64: bool
 ) -> tuple[Path, list[Path]]:
     """Every network to ONNX, each checked against PyTorch; a shared refiner is exported once."""
     from magnet_triton.io_spec import refiner_version
@@ -306,144 +288,6 @@ def _export_checked(
     if not report.passed:
         raise MagnetError(f"{path.name} differs from PyTorch: {'; '.join(report.failures())}")
     return report
-
-
-@dataclass(frozen=True)
-class _TensorRTPlans:
-    """The ``tensorrt_plan`` artifact: an engine per network from its ONNX file, checked against onnxruntime."""
-
-    needs_onnx: bool = True
-
-    def preflight(self, say: Progress) -> None:
-        from magnet_triton.export.tensorrt_build import current_environment
-
-        env = current_environment()
-        say(
-            f"TensorRT {env.tensorrt_version} on {env.gpu_name} (compute capability {env.compute_capability})"
-        )
-
-    def build(
-        self, context: _BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
-    ) -> tuple[Path, list[Path]]:
-        from magnet_triton.io_spec import refiner_version
-
-        assert backbone_onnx is not None  # needs_onnx
-        tmp, parity, say, engine_kwargs = context.tmp, context.parity, context.say, context.engine_kwargs
-        _seed_timing_cache(context.out_dir, tmp)
-        backbone_engine_rel = Path("engines/backbone.plan")
-        spec = context.backbone_spec
-        _engine_checked(tmp, backbone_onnx, backbone_engine_rel, spec, parity, "backbone", say, engine_kwargs)
-        built: dict[Path, Path] = {}
-        refiner_engine_rels = []
-        for i, onnx_rel in enumerate(refiner_onnx):
-            rel = Path(f"engines/refiner_{refiner_version(i)}.plan")
-            source_rel = next((o for o in built if _same_file(tmp / o, tmp / onnx_rel)), None)
-            if source_rel is not None:
-                _copy_engine(tmp / built[source_rel], tmp / rel)
-            else:
-                name = f"refiner_{refiner_version(i)}"
-                _engine_checked(tmp, onnx_rel, rel, context.refiner_spec, parity, name, say, engine_kwargs)
-                built[onnx_rel] = rel
-            refiner_engine_rels.append(rel)
-        return backbone_engine_rel, refiner_engine_rels
-
-
-@dataclass(frozen=True)
-class _TorchNetworkFiles:
-    """The ``torch`` artifact: each network's weights in a file the torch engine loads; no ONNX."""
-
-    needs_onnx: bool = False
-
-    def preflight(self, say: Progress) -> None:
-        del say  # torch is what export runs on: nothing more to check
-
-    def build(
-        self, context: _BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
-    ) -> tuple[Path, list[Path]]:
-        from magnet_triton.io_spec import refiner_version
-        from magnet_triton.torch_engine import save_network_file
-
-        del backbone_onnx, refiner_onnx
-        settings, tmp = context.settings, context.tmp
-        (tmp / "torch").mkdir(parents=True, exist_ok=True)
-
-        def write(name: str, source: WeightSource, rel: Path) -> None:
-            context.say(f"{rel.stem}: loading {name} ({source.describe()}) for the torch engine")
-            save_network_file(tmp / rel, name, settings.num_classes, source.build(name, settings.num_classes))
-
-        backbone_rel = Path("torch/backbone.pt")
-        write(settings.backbone, context.weights.backbone, backbone_rel)
-        refiner_rels: list[Path] = []
-        done: dict[WeightSource, Path] = {}
-        for i, source in enumerate(context.weights.refiners):
-            rel = Path(f"torch/refiner_{refiner_version(i)}.pt")
-            if source in done:
-                shutil.copyfile(tmp / done[source], tmp / rel)
-            else:
-                write(REFINER_NETWORK, source, rel)
-                done[source] = rel
-            refiner_rels.append(rel)
-        return backbone_rel, refiner_rels
-
-
-#: What to build besides (or instead of) the ONNX files, per runtime artifact (``Runtime.artifact``);
-#: ``onnx`` needs nothing more.
-_ENGINE_BUILDERS = {"tensorrt_plan": _TensorRTPlans(), "torch": _TorchNetworkFiles()}
-
-
-def _engine_checked(
-    tmp: Path,
-    onnx_rel: Path,
-    engine_rel: Path,
-    spec: Any,
-    parity: dict[str, ParityReport],
-    key: str,
-    say: Progress,
-    engine_kwargs: dict[str, Any],
-) -> None:
-    from magnet_triton.export.engine_record import write_record
-    from magnet_triton.export.tensorrt_build import build_engine, compare_engine_with_onnxruntime
-
-    say(f"{key}: building TensorRT {engine_kwargs['precision']} engine (this takes minutes)")
-    record = build_engine(
-        tmp / onnx_rel,
-        tmp / engine_rel,
-        spec,
-        timing_cache_path=tmp / _TIMING_CACHE,
-        parity={"onnxruntime_vs_torch": parity[key].to_dict()} if key in parity else None,
-        **engine_kwargs,
-    )
-    say(f"{key}: built in {record.build_time_s:.0f} s; checking it against onnxruntime")
-    batch = min(2, engine_kwargs["max_batch"])  # > 1 exercises the dynamic batch when the profile allows
-    report = compare_engine_with_onnxruntime(tmp / engine_rel, tmp / onnx_rel, batch=batch)
-    say(report.table())
-    parity[f"{key}_tensorrt"] = report
-    record.parity = {**(record.parity or {}), "tensorrt_vs_onnxruntime": report.to_dict()}
-    record.onnx_path = onnx_rel.as_posix()  # the temporary folder is renamed; keep the path relative
-    write_record(record, tmp / engine_rel)
-    if not report.passed:
-        message = f"{engine_rel.name} differs from onnxruntime: {'; '.join(report.failures())}"
-        if engine_kwargs["precision"] == "fp32":
-            raise MagnetError(message)
-        log.warning("%s (FP16 bounds are provisional; check the accuracy on real data)", message)
-
-
-def _copy_engine(src: Path, dst: Path) -> None:
-    from magnet_triton.export.engine_record import read_record, write_record
-
-    shutil.copyfile(src, dst)
-    write_record(dataclasses.replace(read_record(src), engine=dst.name), dst)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
-
-
-def _seed_timing_cache(out_dir: Path, tmp: Path) -> None:
-    previous = out_dir / _TIMING_CACHE
-    if previous.is_file():
-        (tmp / _TIMING_CACHE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(previous, tmp / _TIMING_CACHE)
 
 
 def _provenance(weights: Any) -> dict[str, Any]:

@@ -81,7 +81,7 @@ needs_pytriton = pytest.mark.skipif(
 
 @needs_pytriton
 def test_the_trimmed_server_has_the_312_stub_and_the_libraries_it_links_but_no_libpython():
-    from benchmarks.device.kit import server_files
+    from benchmarks.device.packaging import server_files
     from magnet_triton.server.install import _bundled_triton_root
 
     files = server_files(_bundled_triton_root())
@@ -104,7 +104,7 @@ def test_agreement_counts_equal_pixels_and_refuses_other_shapes():
 
 
 def test_the_kit_manifest_checks_the_travel_budget(tmp_path):
-    from benchmarks.device.kit import MAX_KIT_BYTES, kit_manifest
+    from benchmarks.device.packaging import MAX_KIT_BYTES, kit_manifest
 
     (tmp_path / "wheels").mkdir()
     (tmp_path / "wheels" / "a.whl").write_bytes(b"x" * 1000)

@@ -16,13 +16,13 @@ echo "== the bundled tritonserver, trimmed for Python 3.12"
 "$PYTHON" -m benchmarks.device.kit server --out "$KIT/server.tar.xz"
 
 echo "== wheels for the GPU machine's Python 3.12 (what it lacks)"
-read -r -a REQUIREMENTS <<< "$("$PYTHON" -c 'from benchmarks.device.kit import DEVICE_REQUIREMENTS as r; print(" ".join(r))')"
+read -r -a REQUIREMENTS <<< "$("$PYTHON" -c 'from benchmarks.device.packaging import DEVICE_REQUIREMENTS as r; print(" ".join(r))')"
 "$PYTHON" -m pip download --quiet --dest "$KIT/wheels" --only-binary=:all: \
     --python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any "${REQUIREMENTS[@]}"
 # What the machine has of its own stays its own (its torch and OpenCV were built against its NumPy).
-for name in $("$PYTHON" -c 'from benchmarks.device.kit import MACHINE_OWN; print(" ".join(MACHINE_OWN))'); do
+for name in $("$PYTHON" -c 'from benchmarks.device.packaging import MACHINE_OWN; print(" ".join(MACHINE_OWN))'); do
     rm -f "$KIT"/wheels/"$name"-*.whl
 done
 # pycuda has no wheels: its source is built there, against that machine's CUDA and driver.
