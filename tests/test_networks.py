@@ -1,14 +1,12 @@
 """The networks: the authors' checkpoint layout, strict loading, forward shapes and conventions.
 
-The layout facts come from ``shared/reference/official_state_dict.json`` (key names, shapes and the
-number of values in each authors' state dict); tests that need it skip when the clone has no
-``../shared``.
+The layout facts come from ``tests/reference/official_state_dict.json`` (key names, shapes and the
+number of values in each authors' state dict), the arithmetic from ``tests/reference/network_outputs.npz``
+(the authors' logits on seeded inputs, a subset of the full file; see ``tests/reference/README.md``).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,7 @@ from magnet_triton.networks.checkpoint import (
 )
 from magnet_triton.networks.ocr import spatial_gather
 from magnet_triton.networks.psp import AdaptiveAvgPool
-
-OFFICIAL_JSON = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official_state_dict.json"
-)
+from tests.reference_data import formula_weights, network_case, official_layouts
 
 # Small inputs each architecture accepts: (B, h, w). HRNet keeps full resolution in its stem, so its
 # cost grows fast with size; the ResNets need multiples of 32.
@@ -49,11 +44,7 @@ def _input_channels(name: str, num_classes: int) -> int:
 
 @pytest.fixture(scope="module")
 def official() -> dict[str, Any]:
-    if not OFFICIAL_JSON.is_file():
-        pytest.skip(
-            f"{OFFICIAL_JSON} not found: the reference data lives next to the repository, in ../shared"
-        )
-    return json.loads(OFFICIAL_JSON.read_text())["models"]
+    return official_layouts()
 
 
 @pytest.fixture(scope="module")
@@ -404,54 +395,34 @@ def test_refiner_matches_a_functional_recomputation():
 
 
 # --- the authors' arithmetic -------------------------------------------------------------------------
-NETWORK_OUTPUTS = OFFICIAL_JSON.with_name("network_outputs.npz")
-
-
-def formula_weights(state_dict_shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """The reference's seeded weights (shared/reference/README.md): one generator seeded 0, the keys in
-    sorted order, each drawn by its kind; float32."""
-    generator = torch.Generator().manual_seed(0)
-    weights = {}
-    for key in sorted(state_dict_shapes):
-        shape = state_dict_shapes[key]
-        if key.endswith("num_batches_tracked"):
-            weights[key] = torch.zeros(shape, dtype=torch.int64)
-            continue
-        if key.endswith("running_var"):
-            value = torch.rand(shape, generator=generator) * 1.5 + 0.5
-        elif key.endswith("running_mean"):
-            value = torch.randn(shape, generator=generator) * 0.1
-        elif len(shape) == 1 and key.endswith(".weight"):
-            value = torch.rand(shape, generator=generator) * 0.5 + 0.75
-        elif len(shape) == 1 and key.endswith(".bias"):
-            value = torch.randn(shape, generator=generator) * 0.05
-        else:
-            value = torch.randn(shape, generator=generator) * (1 / math.prod(shape[1:])) ** 0.5
-        weights[key] = value.float()
-    return weights
-
-
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n == "hrnet48+ocr" else n for n in NETWORK_NAMES]
 )
 def test_each_network_reproduces_the_authors_logits_in_float64(official, name):
-    if not NETWORK_OUTPUTS.is_file():
-        pytest.skip(f"{NETWORK_OUTPUTS} not found: the reference data lives next to the repository")
-    reference = np.load(NETWORK_OUTPUTS)
+    case = network_case(name)
     model = build_network(name, official[name]["num_classes"])
     model.load_state_dict(formula_weights(official[name]["state_dict"]))
     model = model.double().eval()
-    if name == "refinement":
-        x = torch.cat([torch.from_numpy(reference[f"{name}/{part}"]) for part in ("fine", "coarse")], dim=1)
-    else:
-        x = torch.from_numpy(reference[f"{name}/input"])
     with torch.no_grad():
-        logits = model(x.double()).numpy()
-    expected = reference[f"{name}/logits"]
-    assert logits.shape == expected.shape
+        logits = model(torch.from_numpy(case.input).double()).numpy()
+    assert logits.shape[:2] == case.logits.shape[:2]
+    logits = case.at_kept_pixels(logits)
     # The same computation agrees to float64 round-off, ~1e-12 of the largest logit; a different
     # architecture (psp dilated to stride 8, say) is off by tenths.
-    assert np.abs(logits - expected).max() <= 1e-9 * np.abs(expected).max()
+    assert np.abs(logits - case.logits).max() <= 1e-9 * np.abs(case.logits).max()
+
+
+@pytest.mark.slow
+def test_psp_takes_the_authors_gleason_patch_size_at_output_stride_32():
+    """625 x 625, the patch and input size of the authors' published Gleason command: not a multiple of
+    32, so each stride-2 step rounds up (625 -> 313 -> 157 -> 79 -> 40 -> 20)."""
+    model = build_network("psp", 4).eval()
+    x = torch.randn(1, 3, 625, 625, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = model.feats(x)[3]
+        logits = model(x)
+    assert features.shape[2:] == (20, 20)
+    assert logits.shape == (1, 4, 625, 625) and torch.isfinite(logits).all()
 
 
 # --- building blocks --------------------------------------------------------------------------------

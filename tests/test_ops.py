@@ -22,7 +22,7 @@ from magnet_triton.ops.refine import (
 from magnet_triton.ops.resize import nearest_source_indices, resize_nearest
 from magnet_triton.ops.roi_align import roi_align
 from magnet_triton.ops.topk import topk_lowest_index
-from tests.reference_data import shared_file
+from tests.reference_data import shared_file, shipped_file
 
 
 # ----------------------------------------------------------------------------- patch grid
@@ -46,7 +46,7 @@ def test_patch_grid_refuses_a_crop_larger_than_the_image():
 
 
 def test_patch_ratios_match_the_authors_grids():
-    grids = json.loads(shared_file("reference", "patch_grids.json").read_text())
+    grids = json.loads(shipped_file("patch_grids.json").read_text())
     assert grids, "the reference file holds no grids"
     for key, expected in grids.items():
         size, crop = (tuple(int(v) for v in part.split("x")) for part in key.split("/"))
@@ -135,10 +135,7 @@ def test_roi_align_matches_the_direct_formula_at_borders(box):
     )
 
 
-def test_roi_align_matches_torchvision_reference_cases():
-    cases = np.load(shared_file("reference", "operator_cases.npz"))
-    names = sorted({key.split("/")[1] for key in cases.files if key.startswith("roi_align/")})
-    assert len(names) >= 40
+def _assert_roi_align_matches(cases: np.lib.npyio.NpzFile, names: list[str]) -> None:
     for name in names:
         prefix = f"roi_align/{name}/"
         features = torch.from_numpy(cases[prefix + "input"])
@@ -151,10 +148,30 @@ def test_roi_align_matches_torchvision_reference_cases():
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=atol, err_msg=name)
 
 
+def _case_names(cases: np.lib.npyio.NpzFile, kind: str) -> list[str]:
+    return sorted({key.split("/")[1] for key in cases.files if key.startswith(f"{kind}/")})
+
+
+def test_roi_align_matches_torchvision_reference_cases():
+    cases = np.load(shipped_file("operator_cases.npz"))
+    names = _case_names(cases, "roi_align")
+    assert len(names) == 40  # the random cases 00-39 ship; the two MagNet-sized ones are below
+    _assert_roi_align_matches(cases, names)
+
+
+def test_roi_align_matches_torchvision_on_magnet_sized_maps():
+    """Cases 40 and 41: the Cityscapes boxes on a 512x256 map, the DeepGlobe ones on 1224x1224 (16 MB,
+    so only in the full file)."""
+    cases = np.load(shared_file("reference", "operator_cases.npz"))
+    names = [name for name in _case_names(cases, "roi_align") if int(name) >= 40]
+    assert names == ["40", "41"]
+    _assert_roi_align_matches(cases, names)
+
+
 # ----------------------------------------------------------------------------- resizes and median
 def test_nearest_indices_follow_pytorch_float32_arithmetic():
-    cases = np.load(shared_file("reference", "operator_cases.npz"))
-    names = sorted({key.split("/")[1] for key in cases.files if key.startswith("nearest/")})
+    cases = np.load(shipped_file("operator_cases.npz"))
+    names = _case_names(cases, "nearest")
     assert names
     for name in names:
         (in_h, in_w), (out_h, out_w) = cases[f"nearest/{name}/in_hw"], cases[f"nearest/{name}/out_hw"]
@@ -199,8 +216,8 @@ def test_median_filter_matches_direct_formula_with_zero_padding():
 
 
 def test_median_filter_matches_the_authors_reference():
-    cases = np.load(shared_file("reference", "operator_cases.npz"))
-    names = sorted({key.split("/")[1] for key in cases.files if key.startswith("median/")})
+    cases = np.load(shipped_file("operator_cases.npz"))
+    names = _case_names(cases, "median")
     assert names
     for name in names:
         k = int(name.split("_")[0][1:])

@@ -95,12 +95,16 @@ class PSPNet(nn.Module):
     Forward input: B x 3 x H x W float32 (normalised RGB). Output: B x C x H x W logits, float32:
     ``(main + 0.4 * aux) / 1.4``, each upsampled (bilinear, align_corners=False) to H x W.
 
-    Established by the authors' outputs (``shared/reference/network_outputs.npz``, reproduced to float64
-    round-off, ``tests/test_networks.py``), not by the key list, which cannot show strides: the ResNet is
+    Established by the authors' outputs (``shared/reference/network_outputs.npz``, a subset shipped in
+    ``tests/reference``, reproduced to float64 round-off by ``tests/test_networks.py``), not by the key list, which cannot show strides: the ResNet is
     *not* dilated, so the pyramid pools the stride-32 features; the three x2 upsamplings reach stride 4
     and the final bilinear resize (like the auxiliary head's, from stride 32) does the rest. The
     dilated output-stride-8 variant of the pspnet-pytorch lineage, assumed before, is off by about half
     the largest logit. Dropout of that lineage is omitted (inference only).
+
+    Sizes: any H, W >= 32; the ResNet's stride-2 steps round up, so the pyramid sees ceil(H / 32) rows
+    (the 625 x 625 patches of the authors' published Gleason command give 20 x 20 features, 160 x 160
+    after the upsamplings, then the resize to 625 x 625). ``tests/test_networks.py`` runs that size.
     """
 
     def __init__(self, num_classes: int) -> None:
