@@ -149,6 +149,7 @@ def build_artifacts(
     parity_batch: int = 1,
     parity_fp64: bool = False,
     workspace_bytes: int | None = None,
+    calibration_images: Sequence[str | os.PathLike[str]] = (),
 ) -> Artifacts:
     """Export every network of ``settings`` to ONNX, and build what the runtime serves, into ``out_dir``.
 
@@ -164,6 +165,8 @@ def build_artifacts(
         progress: called with one line per step; default: log at INFO.
         parity_batch: patches per parity check (the backbones are slow on CPUs).
         parity_fp64: also measure PyTorch FP32 against FP64 (doubles the check time).
+        calibration_images: image files whose patches calibrate INT8 networks (``cpu/openvino``
+            ``int8``); none: the sample street scene at the preset's finest scale.
 
     Raises:
         MagnetError: bad arguments, unreadable checkpoints, unwritable ``out_dir``, a missing engine
@@ -180,9 +183,10 @@ def build_artifacts(
             + (f"; {precision} needs {' or '.join(able)}" if able else "")
         )
     weights = weight_set(settings, backbone_checkpoint, refiner_checkpoints, random_seed)
+    calibration = _calibration_images(settings, calibration_images) if precision == "int8" else ()
     builder = ENGINE_BUILDERS.get(runtime.artifact)
     if builder is not None:
-        builder.preflight(say)  # fail now, not after minutes of export
+        builder.preflight(say, precision)  # fail now, not after minutes of export
 
     out_dir = Path(out_dir).absolute()
     with staged_output(out_dir, MANIFEST) as staging:
@@ -199,6 +203,7 @@ def build_artifacts(
             say=say,
             engine_kwargs={"precision": precision, "max_batch": max_batch}
             | ({"workspace_bytes": workspace_bytes} if workspace_bytes is not None else {}),
+            calibration_images=calibration,
         )
         backbone_rel, refiner_rels = None, []
         if builder is None or builder.needs_onnx:
@@ -288,6 +293,17 @@ def _export_checked(
     if not report.passed:
         raise MagnetError(f"{path.name} differs from PyTorch: {'; '.join(report.failures())}")
     return report
+
+
+def _calibration_images(settings: Settings, paths: Sequence[str | os.PathLike[str]]) -> tuple[Any, ...]:
+    """The calibration images, read (and refused with the decoder's messages) before any export work."""
+    from magnet_triton.imageio import read_image
+    from magnet_triton.sample import street_scene
+
+    if not paths:
+        width, height = settings.scales[-1]
+        return (street_scene(width, height, seed=0),)
+    return tuple(read_image(path) for path in paths)
 
 
 def _provenance(weights: Any) -> dict[str, Any]:

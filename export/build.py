@@ -33,6 +33,7 @@ def export_repository(
     work_dir: str | os.PathLike[str] | None = None,
     replace: bool = False,
     progress: Progress | None = None,
+    calibration_images: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Export ``settings``' networks with their weights and write a model repository at ``out``.
 
@@ -47,6 +48,7 @@ def export_repository(
             default: a scratch folder deleted at the end.
         replace: replace ``out`` when it holds an earlier repository; otherwise it must be new or empty.
         progress: called with one line per step; default: log at INFO.
+        calibration_images: image files whose patches calibrate INT8 networks; none: the sample scene.
 
     Returns:
         ``out`` as an absolute path.
@@ -70,6 +72,7 @@ def export_repository(
             precision=options.precision,
             max_batch=options.max_batch,
             progress=say,
+            calibration_images=calibration_images,
         )
         say("writing the model repository")
         backbone_model, refiner_models = artifacts.served_files(options.runtime)

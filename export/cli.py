@@ -39,9 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=sorted({p for r in RUNTIMES for p in r.precisions}),
         default="fp32",
-        help="network precision, where the engine builds fp16",
+        help="network precision: "
+        + "; ".join(f"{r.name} {', '.join(r.precisions)}" for r in RUNTIMES if len(r.precisions) > 1),
+    )
+    parser.add_argument(
+        "--calibration-images",
+        nargs="+",
+        default=(),
+        metavar="IMAGE",
+        help="int8: images whose patches calibrate the backbone (default: the sample street scene)",
     )
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch of the networks")
     parser.add_argument(
@@ -49,7 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--network-instances", type=int, default=1, help="instances of each network model")
     parser.add_argument(
-        "--onnx-threads", type=int, default=0, help="onnxruntime threads per CPU network (0: all)"
+        "--onnx-threads",
+        type=int,
+        default=0,
+        help="threads per CPU network instance, onnxruntime or OpenVINO (0: the cores shared among the instances)",
+    )
+    parser.add_argument(
+        "--onnx-spinning",
+        action="store_true",
+        help="let onnxruntime's threads spin between runs (faster alone, steals cores from the pipeline)",
     )
     parser.add_argument(
         "--pipeline-threads",
@@ -83,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline_instances=args.pipeline_instances,
         network_instances=args.network_instances,
         onnx_threads=args.onnx_threads,
+        onnx_spinning=args.onnx_spinning,
         pipeline_threads=args.pipeline_threads,
         max_image_pixels=args.max_image_pixels,
         warmup=not args.no_warmup,
@@ -105,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         options=options,
         work_dir=args.work_dir,
         progress=progress,
+        calibration_images=args.calibration_images,
     )
     print(f"serve it with: magnet-triton serve --model-repository {out}")
     return 0

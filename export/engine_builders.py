@@ -43,6 +43,8 @@ class BuildContext:
     parity: dict[str, ParityReport]
     say: Progress
     engine_kwargs: dict[str, Any]
+    #: H x W x 3 uint8 images whose patches calibrate INT8 networks.
+    calibration_images: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ class _TensorRTPlans:
 
     needs_onnx: bool = True
 
-    def preflight(self, say: Progress) -> None:
+    def preflight(self, say: Progress, precision: str) -> None:
         from magnet_triton.export.tensorrt_build import current_environment
+
+        del precision  # checked against the runtime's precisions already
 
         env = current_environment()
         say(
@@ -91,8 +95,8 @@ class _TorchNetworkFiles:
 
     needs_onnx: bool = False
 
-    def preflight(self, say: Progress) -> None:
-        del say  # torch is what export runs on: nothing more to check
+    def preflight(self, say: Progress, precision: str) -> None:
+        del say, precision  # torch is what export runs on: nothing more to check
 
     def build(
         self, context: BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
@@ -123,9 +127,79 @@ class _TorchNetworkFiles:
         return backbone_rel, refiner_rels
 
 
+@dataclass(frozen=True)
+class _OpenVINOModels:
+    """The ``openvino`` artifact: each ONNX file as OpenVINO IR (``.xml`` + ``.bin``), the backbone
+    quantized to INT8 for ``int8``; each checked against onnxruntime at the precision it will serve in
+    (see :mod:`magnet_triton.openvino_engine`)."""
+
+    needs_onnx: bool = True
+
+    def preflight(self, say: Progress, precision: str) -> None:
+        from magnet_triton.openvino_engine import check_precision, cpu_capabilities
+
+        check_precision(precision)  # BF16 without AVX512-BF16 / AMX, or INT8 without NNCF, fail now
+        say(f"OpenVINO on this CPU: {', '.join(cpu_capabilities())}; building {precision}")
+
+    def build(
+        self, context: BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
+    ) -> tuple[Path, list[Path]]:
+        from magnet_triton import openvino_engine as ovx
+        from magnet_triton.io_spec import refiner_version
+        from magnet_triton.networks.registry import network_entry
+
+        assert backbone_onnx is not None  # needs_onnx
+        tmp, say, precision = context.tmp, context.say, context.engine_kwargs["precision"]
+
+        def convert(key: str, onnx_rel: Path, rel: Path, model_precision: str, model: Any = None) -> None:
+            ovx.save_ir(model if model is not None else ovx.convert_onnx(tmp / onnx_rel), tmp / rel)
+            report = ovx.compare_with_onnxruntime(tmp / rel, tmp / onnx_rel, model_precision)
+            say(report.table())
+            context.parity[f"{key}_openvino"] = report
+            if not report.passed:
+                message = (
+                    f"{rel.name} ({model_precision}) differs from onnxruntime: {'; '.join(report.failures())}"
+                )
+                if model_precision == "fp32":
+                    raise MagnetError(message)
+                log.warning("%s (reduced precision; check the accuracy on real data)", message)
+
+        backbone_rel = Path("openvino/backbone.xml")
+        quantized = None
+        if precision == "int8":
+            images = context.calibration_images
+            patches = ovx.calibration_patches(context.settings, images)
+            say(f"backbone: calibrating INT8 on {len(patches)} patches of {len(images)} image(s)")
+            quantized = ovx.quantize_int8(
+                ovx.convert_onnx(tmp / backbone_onnx),
+                patches,
+                network_entry(context.settings.backbone).fp32_layers,
+            )
+        convert("backbone", backbone_onnx, backbone_rel, precision, quantized)
+        # INT8 quantizes the backbone only (see openvino_engine); the refiners serve at FP32 then.
+        refiner_precision = "fp32" if precision == "int8" else precision
+        built: dict[Path, Path] = {}
+        refiner_rels = []
+        for i, onnx_rel in enumerate(refiner_onnx):
+            rel = Path(f"openvino/refiner_{refiner_version(i)}.xml")
+            source = next((o for o in built if _same_file(tmp / o, tmp / onnx_rel)), None)
+            if source is not None:
+                for suffix in (".xml", ".bin"):
+                    shutil.copyfile(tmp / built[source].with_suffix(suffix), tmp / rel.with_suffix(suffix))
+            else:
+                convert(f"refiner_{refiner_version(i)}", onnx_rel, rel, refiner_precision)
+                built[onnx_rel] = rel
+            refiner_rels.append(rel)
+        return backbone_rel, refiner_rels
+
+
 #: What to build besides (or instead of) the ONNX files, per runtime artifact (``Runtime.artifact``);
 #: ``onnx`` needs nothing more.
-ENGINE_BUILDERS = {"tensorrt_plan": _TensorRTPlans(), "torch": _TorchNetworkFiles()}
+ENGINE_BUILDERS = {
+    "tensorrt_plan": _TensorRTPlans(),
+    "torch": _TorchNetworkFiles(),
+    "openvino": _OpenVINOModels(),
+}
 
 
 def _engine_checked(

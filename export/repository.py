@@ -63,7 +63,10 @@ class RepositoryOptions:
         max_queue_delay_us: how long the dynamic batcher waits to fill a batch.
         pipeline_instances: concurrent ``magnet_pipeline`` executions (one request each).
         network_instances: instances of each network.
-        onnx_threads: onnxruntime intra-op threads per CPU network instance (0: onnxruntime decides).
+        onnx_threads: threads per CPU network instance, onnxruntime (intra-op) or OpenVINO (0: the cores
+            the server may use, divided among the instances of the model).
+        onnx_spinning: onnxruntime's threads spin between runs. Off by default: the pipeline's own steps
+            run between network calls on the same cores, and spinning threads take them.
         pipeline_threads: PyTorch threads of each ``magnet_pipeline`` instance for its own steps (0: the
             CPUs the server may use). The steps run between network calls, so at low concurrency the
             cores are otherwise idle while they run.
@@ -80,6 +83,7 @@ class RepositoryOptions:
     pipeline_instances: int = 2
     network_instances: int = 1
     onnx_threads: int = 0
+    onnx_spinning: bool = False
     pipeline_threads: int = 0
     max_image_pixels: int = 16 * 1024 * 1024
     warmup: bool = True
@@ -301,6 +305,10 @@ def _network_versions(model_dir: Path, content: _Content) -> None:
         version_dir = model_dir / str(version)
         version_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, version_dir / runtime.model_file)
+        for suffix in runtime.companion_suffixes:
+            shutil.copyfile(
+                source.with_suffix(suffix), (version_dir / runtime.model_file).with_suffix(suffix)
+            )
         if runtime.runner is not None:
             _shim(version_dir / "model.py", runtime.runner)
 

@@ -73,6 +73,8 @@ class Runtime:
             ``tensorrt_plan`` (an engine built from it and checked against onnxruntime) or ``torch`` (a
             network file of :mod:`magnet_triton.torch_engine`: registry name, class count, weights).
         model_file: the file name in each network's version folder.
+        companion_suffixes: files that travel beside it, named by suffix (OpenVINO's ``.bin`` beside
+            ``model.xml``): ``<artifact stem><suffix>`` is copied to ``<model_file stem><suffix>``.
         platform: Triton's native platform for the networks, or None for a Python-backend runner.
         runner: the module of that runner (its ``TritonPythonModel``), when ``platform`` is None.
         file_parameter: the runner's config parameter that names ``model_file``.
@@ -95,6 +97,7 @@ class Runtime:
     option_parameters: Mapping[str, str] = field(default_factory=dict)
     precisions: tuple[str, ...] = ("fp32",)
     requirements: tuple[str, ...] = ()
+    companion_suffixes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_KINDS:
@@ -154,7 +157,7 @@ RUNTIMES: tuple[Runtime, ...] = (
         model_file="model.onnx",
         runner="magnet_triton.model_repository.onnx_runner_model",
         file_parameter="onnx_file",
-        option_parameters={"intra_op_threads": "onnx_threads"},
+        option_parameters={"intra_op_threads": "onnx_threads", "allow_spinning": "onnx_spinning"},
         requirements=("onnxruntime",),
         extra="cpu",
         description="the ONNX files in onnxruntime, in Python-backend runners",
@@ -172,6 +175,21 @@ RUNTIMES: tuple[Runtime, ...] = (
     ),
     _torch_runtime("gpu"),
     _torch_runtime("cpu"),
+    Runtime(
+        engine="openvino",
+        device="cpu",
+        artifact="openvino",
+        model_file="model.xml",
+        companion_suffixes=(".bin",),
+        runner="magnet_triton.model_repository.openvino_runner_model",
+        file_parameter="openvino_file",
+        option_parameters={"precision": "precision", "threads": "onnx_threads"},
+        precisions=("fp32", "bf16", "int8"),
+        requirements=("openvino",),
+        extra="openvino",
+        description="OpenVINO IR in Python-backend runners: FP32, BF16 (CPUs with AVX512-BF16 or AMX), "
+        "INT8 (NNCF-calibrated backbone)",
+    ),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 
@@ -17,3 +18,13 @@ def instance_device(args: dict[str, Any]) -> str:
     if args.get("model_instance_kind") == "GPU":
         return f"cuda:{int(args.get('model_instance_device_id', 0))}"
     return "cpu"
+
+
+def instance_threads(args: dict[str, Any], configured: str | None) -> int:
+    """Threads for one instance's network runs: ``configured`` when > 0, else the cores this process may
+    use divided among the model's instances (each instance is its own process, and they run at once)."""
+    if configured and int(configured) > 0:
+        return int(configured)
+    groups = json.loads(args["model_config"]).get("instance_group", [])
+    instances = sum(int(g.get("count", 1)) for g in groups) or 1
+    return max(1, len(os.sched_getaffinity(0)) // instances)

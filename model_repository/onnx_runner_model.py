@@ -27,9 +27,16 @@ class TritonPythonModel(BatchedNetworkModel):
         onnx_path = os.path.join(
             args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx")
         )
+        from magnet_triton.model_repository.config_params import instance_threads
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        # 0: this instance's share of the cores, not onnxruntime's "all of them" (instances would fight).
+        options.intra_op_num_threads = instance_threads(args, params.get("intra_op_threads"))
         options.inter_op_num_threads = 1
+        # Spinning threads keep the cores busy between runs, while the pipeline needs them for its steps.
+        spinning = "1" if params.get("allow_spinning", "false").lower() == "true" else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         log.info("%s version %s: %s", args["model_name"], args["model_version"], onnx_path)
 

@@ -33,17 +33,27 @@ TINY = Settings(
 
 
 def build_tiny_repository(
-    root: Path, *, max_image_pixels: int = 600 * 600, max_batch: int = 4, engine: str | None = None
+    root: Path,
+    *,
+    max_image_pixels: int = 600 * 600,
+    max_batch: int = 4,
+    engine: str | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``.
 
-    ``engine``: the CPU runtime (default onnxruntime; ``torch`` serves the PyTorch networks).
+    ``engine``: the CPU runtime (default onnxruntime; ``torch`` serves the PyTorch networks, ``openvino``
+    OpenVINO IR at ``precision``).
     """
     from magnet_triton.export.build import export_repository
     from magnet_triton.export.repository import RepositoryOptions
 
     options = RepositoryOptions(
-        engine=engine, max_batch=max_batch, max_image_pixels=max_image_pixels, pipeline_instances=2
+        engine=engine,
+        max_batch=max_batch,
+        max_image_pixels=max_image_pixels,
+        pipeline_instances=2,
+        precision=precision,
     )
     return export_repository(TINY, root / "repository", random_seed=SEED, options=options)
 
