@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 log = logging.getLogger(__name__)
-
-#: ImageNet statistics used to normalise patches (``magnet-spec.md``, image preparation step 4).
 
 
 @dataclass(frozen=True)
@@ -224,8 +223,9 @@ def parity_report(
     seed: int = 0,
     fp64: bool = True,
     bounds: ParityBounds = DEFAULT_BOUNDS,
+    engine: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> ParityReport:
-    """Compare onnxruntime on ``onnx_path`` with PyTorch ``model`` (logits out) on fresh inputs.
+    """Compare onnxruntime on ``onnx_path`` (or ``engine``) with PyTorch ``model`` (logits out) on fresh inputs.
 
     Args:
         network_name: ``refinement`` or a backbone name; picks the kind of input (see :func:`make_inputs`).
@@ -237,6 +237,9 @@ def parity_report(
         seed: seed of the random inputs.
         fp64: also measure PyTorch FP32 against FP64 (doubles the PyTorch time).
         bounds: acceptance bounds.
+        engine: ``(name, run)`` to measure instead of onnxruntime: ``run`` maps B x Cin x h x w float32
+            inputs to B x C x h x w probabilities (an OpenVINO model at some precision, say); the
+            report's ``backend`` is ``name``.
     """
     static = onnx_input_size(onnx_path)
     if input_size is None:
@@ -255,7 +258,8 @@ def parity_report(
     reference = torch_probabilities(model, inputs)
     if reference.shape[1] != num_classes:
         raise MagnetError(f"the model returns {reference.shape[1]} classes, not {num_classes}")
-    errors = probability_errors(run_onnxruntime(onnx_path, inputs), reference)
+    backend, run = engine or ("onnxruntime", lambda x: run_onnxruntime(onnx_path, x))
+    errors = probability_errors(run(inputs), reference)
     fp64_errors = {}
     if fp64:
         fp64_errors = probability_errors(reference, torch_probabilities(model, inputs, double=True))
@@ -269,6 +273,7 @@ def parity_report(
         fp64_max_abs=fp64_errors.get("max_abs"),
         fp64_mean_abs=fp64_errors.get("mean_abs"),
         bounds=bounds,
+        backend=backend,
         **errors,
     )
     log.debug("%s", report.table())
@@ -308,6 +313,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=2, metavar="N", help="inputs per run (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the report as JSON")
+    p.add_argument(
+        "--openvino",
+        type=Path,
+        metavar="XML",
+        help="measure this OpenVINO IR (exported from --onnx, maybe INT8) instead of onnxruntime",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="with --openvino: the precision it runs at; the bounds are that precision's",
+    )
     p.set_defaults(func=_run_parity)
 
 
@@ -319,6 +336,17 @@ def _run_parity(args: argparse.Namespace) -> int:
     model = network_with_weights(
         args.network, args.num_classes, checkpoint=args.checkpoint, random_seed=args.random_weights
     )
+    engine, bounds = None, DEFAULT_BOUNDS
+    if args.openvino is not None:
+        from magnet_triton import openvino_engine
+
+        if not args.openvino.is_file():
+            raise MagnetError(f"no OpenVINO IR at {args.openvino}")
+        compiled = openvino_engine.compile_model(args.openvino, args.precision, len(os.sched_getaffinity(0)))
+        engine = (f"openvino-{args.precision}", lambda x: np.asarray(compiled(x)[0]))
+        bounds = openvino_engine.parity_bounds(args.precision)
+    elif args.precision != "fp32":
+        raise MagnetError("--precision is for --openvino: onnxruntime runs the ONNX file in FP32")
     report = parity_report(
         args.network,
         args.num_classes,
@@ -327,6 +355,8 @@ def _run_parity(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         batch=args.batch,
         seed=args.seed,
+        bounds=bounds,
+        engine=engine,
     )
     print(report.table())
     for failure in report.failures():

@@ -149,7 +149,9 @@ def _network_config(spec: ModelSpec, options: RepositoryOptions, versions: int) 
         config["platform"] = runtime.platform
         config["default_model_filename"] = runtime.model_file
     else:
-        config["backend"] = "python"
+        config["backend"] = runtime.backend or "python"
+        if runtime.backend is not None:
+            config["default_model_filename"] = runtime.model_file
         config["parameters"] = _parameters(runtime.network_parameters(options))
     if versions > 1:
         config["version_policy"] = {"all": {}}

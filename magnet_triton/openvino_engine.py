@@ -118,13 +118,20 @@ def save_ir(model: ov.Model, xml_path: Path) -> Path:
     return xml_path
 
 
+#: The registry's FP32 patterns are TensorRT's: ``type:X`` names a layer type. Their OpenVINO op types:
+_LAYER_TYPES = {"SOFTMAX": {"Softmax", "SoftMax"}, "MATRIX_MULTIPLY": {"MatMul"}}
+
+
 def ignored_nodes(model: ov.Model, patterns: Iterable[str]) -> list[str]:
-    """Names of the nodes of ``model`` matching any of the registry's FP32 patterns (``re.search``)."""
-    compiled = [re.compile(p) for p in patterns]
+    """Names of the nodes of ``model`` that the registry's FP32 patterns name: ``type:X`` by op type,
+    anything else by ``re.search`` on the node name (the ONNX node names survive the conversion)."""
+    patterns = list(patterns)
+    types = set().union(*(_LAYER_TYPES.get(p[5:], {p[5:]}) for p in patterns if p.startswith("type:")))
+    names = [re.compile(p) for p in patterns if not p.startswith("type:")]
     return [
         op.get_friendly_name()
         for op in model.get_ops()
-        if any(p.search(op.get_friendly_name()) for p in compiled)
+        if op.get_type_name() in types or any(p.search(op.get_friendly_name()) for p in names)
     ]
 
 

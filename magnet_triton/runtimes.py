@@ -15,7 +15,7 @@ Only the standard library is imported here: ``--help`` lists the engines on a ba
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -75,10 +75,14 @@ class Runtime:
         model_file: the file name in each network's version folder.
         companion_suffixes: files that travel beside it, named by suffix (OpenVINO's ``.bin`` beside
             ``model.xml``): ``<artifact stem><suffix>`` is copied to ``<model_file stem><suffix>``.
-        platform: Triton's native platform for the networks, or None for a Python-backend runner.
-        runner: the module of that runner (its ``TritonPythonModel``), when ``platform`` is None.
+        platform: Triton's native platform for the networks (``tensorrt_plan``), or None.
+        backend: a Triton backend of its own that runs the files natively (``onnxruntime``,
+            ``openvino``: in the NGC container, not in the bundled server), or None.
+        runner: the module of the Python-backend runner (its ``TritonPythonModel``) otherwise.
         file_parameter: the runner's config parameter that names ``model_file``.
-        option_parameters: runner config parameter -> the ``RepositoryOptions`` field that gives its value.
+        option_parameters: config parameter -> the ``RepositoryOptions`` field that gives its value.
+        derived_parameters: more config parameters computed from the options (a native backend's
+            spelling of a setting: ``HINT_BF16`` for BF16); entries whose value is None are left out.
         precisions: the engine precisions it can build (the ONNX files are always FP32).
         requirements: modules export needs for it.
         extra: the pip extra of this package that installs them.
@@ -92,18 +96,22 @@ class Runtime:
     description: str
     extra: str
     platform: str | None = None
+    backend: str | None = None
     runner: str | None = None
     file_parameter: str | None = None
     option_parameters: Mapping[str, str] = field(default_factory=dict)
     precisions: tuple[str, ...] = ("fp32",)
     requirements: tuple[str, ...] = ()
     companion_suffixes: tuple[str, ...] = ()
+    derived_parameters: Callable[[Any], Mapping[str, str | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_KINDS:
             raise MagnetError(f"runtime {self.engine}: unknown device kind {self.device!r}")
-        if (self.platform is None) == (self.runner is None):
-            raise MagnetError(f"runtime {self.name}: give a Triton platform or a Python-backend runner")
+        if sum(x is not None for x in (self.platform, self.backend, self.runner)) != 1:
+            raise MagnetError(
+                f"runtime {self.name}: give one of a Triton platform, a native backend or a Python-backend runner"
+            )
         object.__setattr__(self, "option_parameters", MappingProxyType(dict(self.option_parameters)))
 
     @property
@@ -116,9 +124,12 @@ class Runtime:
         return DEVICE_KINDS[self.device]
 
     def network_parameters(self, options: Any) -> dict[str, Any]:
-        """The network models' config ``parameters`` (Python-backend runners only), from ``options``."""
+        """The network models' config ``parameters`` (runners and native backends), from ``options``."""
         params: dict[str, Any] = {self.file_parameter: self.model_file} if self.file_parameter else {}
         params.update({key: getattr(options, attr) for key, attr in self.option_parameters.items()})
+        if self.derived_parameters is not None:
+            derived = self.derived_parameters(options)
+            params.update({key: value for key, value in derived.items() if value is not None})
         return params
 
     def missing_requirements(self) -> list[str]:
@@ -148,7 +159,29 @@ def _torch_runtime(device: str) -> Runtime:
     )
 
 
-#: Every engine; the first of each device kind is that kind's default.
+def _native_onnxruntime_parameters(options: Any) -> Mapping[str, str | None]:
+    # Triton's onnxruntime backend: 0 or absent threads mean onnxruntime's default (every core).
+    return {
+        "intra_op_thread_count": str(options.onnx_threads) if options.onnx_threads else None,
+        "inter_op_thread_count": "1",
+    }
+
+
+def _native_openvino_parameters(options: Any) -> Mapping[str, str | None]:
+    # Triton's openvino backend: one stream at the latency hint (the dynamic batcher groups requests),
+    # its BF16 switch, and threads when set.
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(options.onnx_threads) if options.onnx_threads else None,
+        "HINT_BF16": "YES" if options.precision == "bf16" else None,
+    }
+
+
+#: Every engine; the first of each device kind is that kind's default. The ``triton-*`` engines serve
+#: the same files on Triton's own backends, where the server has them (the NGC container does; the bundled
+#: server of nvidia-pytriton has only the Python backend, so the runners stay for it): no extra process
+#: hop per network call.
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime(
         engine="onnxruntime",
@@ -189,6 +222,30 @@ RUNTIMES: tuple[Runtime, ...] = (
         extra="openvino",
         description="OpenVINO IR in Python-backend runners: FP32, BF16 (CPUs with AVX512-BF16 or AMX), "
         "INT8 (NNCF-calibrated backbone)",
+    ),
+    Runtime(
+        engine="triton-onnxruntime",
+        device="cpu",
+        artifact="onnx",
+        model_file="model.onnx",
+        backend="onnxruntime",
+        derived_parameters=_native_onnxruntime_parameters,
+        requirements=("onnxruntime",),
+        extra="cpu",
+        description="the ONNX files on Triton's onnxruntime backend (NGC container; not the bundled server)",
+    ),
+    Runtime(
+        engine="triton-openvino",
+        device="cpu",
+        artifact="openvino",
+        model_file="model.xml",
+        companion_suffixes=(".bin",),
+        backend="openvino",
+        derived_parameters=_native_openvino_parameters,
+        precisions=("fp32", "bf16", "int8"),
+        requirements=("openvino",),
+        extra="openvino",
+        description="OpenVINO IR on Triton's openvino backend (NGC container; not the bundled server)",
     ),
 )
 

@@ -529,3 +529,21 @@ def test_gpu_artifacts_build_one_engine_per_distinct_refiner_and_record_parity(t
     assert set(record.parity) == {"onnxruntime_vs_torch", "tensorrt_vs_onnxruntime"}
     assert {"backbone_tensorrt", "refiner_1_tensorrt"} <= set(art.parity)
     assert load_artifacts(tmp_path / "out").refiner_engines == art.refiner_engines
+
+
+def test_parity_command_measures_an_openvino_model_at_its_precision(refiner19, tmp_path, capsys):
+    pytest.importorskip(
+        "openvino", reason="openvino is not installed (pip install 'magnet-triton[openvino]')"
+    )
+    from magnet_triton import openvino_engine
+
+    xml = openvino_engine.save_ir(openvino_engine.convert_onnx(refiner19[0]), tmp_path / "refiner.xml")
+    argv = ["--onnx", str(refiner19[0]), "--network", "refinement", "--num-classes", "19", "--batch", "1"]
+    args = _parity_args([*argv, "--random-weights", "0", "--openvino", str(xml)])
+    assert args.func(args) == 0
+    assert "openvino-fp32 vs torch FP32 -> PASS" in capsys.readouterr().out
+    args = _parity_args([*argv, "--random-weights", "1", "--openvino", str(xml)])
+    assert args.func(args) == 1  # other weights: the FP32 bounds fail
+    args = _parity_args([*argv, "--random-weights", "0", "--precision", "int8"])
+    with pytest.raises(MagnetError, match="--precision is for --openvino"):
+        args.func(args)

@@ -24,6 +24,10 @@ CASES = {
         "cityscapes",
         {"target": "gpu", "engine": "torch", "precision": "fp16", "cuda_graphs": True},
     ),
+    "cityscapes_cpu_openvino_int8": ("cityscapes", {"engine": "openvino", "precision": "int8"}),
+    # Triton's own backends (the NGC container): no Python runner, their parameter spellings.
+    "cityscapes_cpu_triton_onnxruntime": ("cityscapes", {"engine": "triton-onnxruntime", "onnx_threads": 2}),
+    "deepglobe_cpu_triton_openvino_bf16": ("deepglobe", {"engine": "triton-openvino", "precision": "bf16"}),
 }
 
 

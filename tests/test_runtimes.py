@@ -33,10 +33,15 @@ def test_unknown_targets_and_engines_are_refused_listing_the_choices():
         RepositoryOptions(target="gpu", engine="onnxruntime")
 
 
-def test_a_runtime_has_a_native_platform_or_a_runner_not_both():
+def test_a_runtime_has_a_native_platform_or_backend_or_a_runner_exactly_one():
     cpu = get_runtime("cpu")
-    with pytest.raises(MagnetError, match="platform or a Python-backend runner"):
+    message = "give one of a Triton platform, a native backend or a Python-backend runner"
+    with pytest.raises(MagnetError, match=message):
         dataclasses.replace(cpu, platform="onnxruntime_onnx")
+    with pytest.raises(MagnetError, match=message):
+        dataclasses.replace(cpu, backend="onnxruntime")
+    with pytest.raises(MagnetError, match=message):
+        dataclasses.replace(cpu, runner=None)
     with pytest.raises(MagnetError, match="unknown device kind"):
         dataclasses.replace(cpu, device="tpu")
 
@@ -73,6 +78,12 @@ def test_network_configs_follow_the_runtime_entry(runtime):
         if runtime.platform is not None:
             assert config["platform"] == runtime.platform and "backend" not in config
             assert config["default_model_filename"] == runtime.model_file
+        elif runtime.backend is not None:
+            # Triton's own backend reads the file named here and its own parameter spellings.
+            assert config["backend"] == runtime.backend and "platform" not in config
+            assert config["default_model_filename"] == runtime.model_file
+            params = {p["key"]: p["value"]["string_value"] for p in config["parameters"]}
+            assert "3" in params.values()  # onnx_threads=3 reaches the backend's thread setting
         else:
             assert config["backend"] == "python" and "platform" not in config
             params = {p["key"]: p["value"]["string_value"] for p in config["parameters"]}
@@ -116,3 +127,53 @@ def test_a_new_runtime_is_one_entry(monkeypatch, tmp_path):
     version = repo / io_spec.BACKBONE_MODEL / "1"
     assert sorted(p.name for p in version.iterdir()) == ["model.py", "weights.bin"]
     assert "tests.not_a_real_runner" in (version / "model.py").read_text()
+
+
+def test_native_backend_repositories_are_refused_by_a_server_without_that_backend(tmp_path):
+    from magnet_triton.server.install import ServerInstall
+    from magnet_triton.server.process import check_backends
+
+    backends = tmp_path / "backends"
+    (backends / "python").mkdir(parents=True)
+    install = ServerInstall(Path("tritonserver"), backends, None, (), bundled=True)
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    (repository / "magnet_repository.json").write_text('{"runtime": "cpu/triton-openvino"}')
+    with pytest.raises(
+        MagnetError, match=r"Triton's openvino backend.*its backends: \['python'\].*--engine openvino"
+    ):
+        check_backends(repository, install)
+    (backends / "openvino").mkdir()
+    check_backends(repository, install)  # the backend is there: nothing to refuse
+    (repository / "magnet_repository.json").write_text('{"runtime": "cpu/openvino"}')
+    (backends / "openvino").rmdir()
+    check_backends(repository, install)  # a Python-backend runner needs only python
+
+
+def test_the_instance_share_of_the_cores_divides_them_among_instances(monkeypatch):
+    import json
+    import os
+
+    from magnet_triton.model_repository.config_params import instance_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    args = {"model_config": json.dumps({"instance_group": [{"count": 3, "kind": "KIND_CPU"}]})}
+    assert instance_threads(args, "0") == 8 // 3
+    assert instance_threads(args, None) == 8 // 3
+    assert instance_threads(args, "5") == 5  # configured: as given
+    many = {"model_config": json.dumps({"instance_group": [{"count": 16}]})}
+    assert instance_threads(many, "0") == 1  # never 0 threads
+
+
+@pytest.mark.server
+def test_the_bundled_server_refuses_a_native_backend_repository_before_starting(tmp_path):
+    from magnet_triton.server import TritonServer, find_tritonserver
+    from tests.tiny_repository import skip_without_tritonserver
+
+    skip_without_tritonserver()
+    install = find_tritonserver()
+    if install.backend_dir is None or (install.backend_dir / "onnxruntime").is_dir():
+        pytest.skip("this tritonserver has an onnxruntime backend (or hides its backends)")
+    (tmp_path / "magnet_repository.json").write_text('{"runtime": "cpu/triton-onnxruntime"}')
+    with pytest.raises(MagnetError, match=r"onnxruntime backend.*NGC tritonserver container"):
+        TritonServer(tmp_path).start()

@@ -146,3 +146,30 @@ def test_calibration_patches_cover_every_scale_normalised():
     assert all(p.shape == (1, 3, 64, 64) and p.dtype == np.float32 for p in patches)
     # ImageNet-normalised pixels lie in [(0 - 0.485) / 0.229, (1 - 0.406) / 0.225].
     assert min(p.min() for p in patches) >= -2.2 and max(p.max() for p in patches) <= 2.7
+
+
+def test_the_registry_fp32_patterns_name_openvino_nodes_by_type_and_by_name(tmp_path):
+    """INT8 leaves out of the quantization what FP16 engines keep FP32: TensorRT's ``type:`` patterns
+    map to OpenVINO op types, the others match node names."""
+    from magnet_triton import openvino_engine
+    from magnet_triton.export.onnx_export import export_onnx
+    from magnet_triton.io_spec import backbone_spec
+    from magnet_triton.networks.registry import network_entry
+    from magnet_triton.networks.weights import network_with_weights
+    from magnet_triton.settings import get_preset
+
+    settings = get_preset("cityscapes", input_size=(64, 32))
+    path = export_onnx(
+        network_with_weights("hrnet18+ocr", 19, random_seed=0),
+        backbone_spec(settings, 2),
+        tmp_path / "b.onnx",
+    )
+    model = openvino_engine.convert_onnx(path)
+    kept = set(openvino_engine.ignored_nodes(model, network_entry("hrnet18+ocr").fp32_layers))
+    types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
+    # Every softmax and matrix product (the OCR head's attention and gathering) is kept, and the
+    # element-wise scaling inside the object-context block by its name; no convolution is.
+    assert {n for n, t in types.items() if t in ("Softmax", "SoftMax", "MatMul")} <= kept
+    assert any("object_context_block" in n and types[n] == "Multiply" for n in kept)
+    assert not any(types[n] == "Convolution" for n in kept)
+    assert openvino_engine.ignored_nodes(model, ()) == []

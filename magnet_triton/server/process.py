@@ -77,6 +77,32 @@ def _warn_if_numpy2() -> None:
         )
 
 
+def check_backends(repository: Path, install: ServerInstall) -> None:
+    """Refuse, before starting, a repository whose networks need a Triton backend ``install`` lacks.
+
+    Only repositories written by ``magnet-triton export`` are checked (their manifest names the runtime);
+    a server whose backend folder cannot be seen (the binary's default) is left to report for itself.
+    """
+    from magnet_triton.runtimes import get_runtime
+
+    manifest = repository / "magnet_repository.json"
+    if install.backend_dir is None or not manifest.is_file():
+        return
+    try:
+        target, engine = json.loads(manifest.read_text())["runtime"].split("/", 1)
+        runtime = get_runtime(target, engine)
+    except (OSError, ValueError, KeyError, MagnetError):
+        return  # not ours to judge: the server reports what it cannot load
+    if runtime.backend is not None and not (install.backend_dir / runtime.backend).is_dir():
+        have = sorted(p.name for p in install.backend_dir.iterdir() if p.is_dir())
+        raise MagnetError(
+            f"{repository} runs its networks on Triton's {runtime.backend} backend ({runtime.name}), "
+            f"which this tritonserver does not have (its backends: {have}): serve it from the NGC "
+            f"tritonserver container, or export for a Python-backend runner (--engine "
+            f"{runtime.engine.removeprefix('triton-')})"
+        )
+
+
 class TritonServer:
     """A ``tritonserver`` process serving one model repository; a context manager.
 
@@ -229,6 +255,7 @@ class TritonServer:
         _warn_if_numpy2()
         if self._install is None:
             self._install = find_tritonserver()
+        check_backends(self.model_repository, self._install)
         attempts = 1 if all(p is not None for p in self._requested_ports.values()) else 3
         for attempt in range(attempts):
             self._launch()
