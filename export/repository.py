@@ -197,9 +197,11 @@ def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str
 
 
 def _decode_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
-    del settings, options  # decoding is the same for every preset and target
+    del settings  # decoding is the same for every preset and target
     config = _io(io_spec.decode_spec())
     config["backend"] = "python"
+    # The pipeline's limit, checked on the declared size before any pixel is decoded.
+    config["parameters"] = _parameters({"max_image_pixels": options.max_image_pixels})
     config["instance_group"] = [{"count": 2, "kind": "KIND_CPU"}]
     return config
 

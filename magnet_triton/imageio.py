@@ -7,35 +7,91 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from magnet_triton.errors import MagnetError
 
-#: Refuse images past this many pixels before decoding them (Pillow's own guard is a warning only).
+#: What the bundle decodes, by Pillow's format name. Other formats are refused with this list, not
+#: guessed at. (The multi-picture JPEGs of phone cameras open as JPEG; their first picture is read.)
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")
+#: Pillow modes of 8-bit images; deeper ones (16-bit, 32-bit integer or float samples) would be narrowed
+#: to 8 bits by the RGB conversion, silently, so they are refused instead.
+_EIGHT_BIT_MODES = (
+    "1",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "RGB",
+    "RGBA",
+    "RGBa",
+    "RGBX",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+)
+#: The largest image decoded when the caller gives no limit (``segment-local``, the client's ``--raw``);
+#: the server's decode step uses its config's ``max_image_pixels`` instead.
 MAX_DECODE_PIXELS = 64_000_000
 
 
-def decode_image(data: bytes, *, source: str = "the image") -> np.ndarray:
-    """Encoded PNG/JPEG/... bytes -> H x W x 3 uint8 RGB. Grey, palette and alpha images are converted."""
-    from PIL import Image, UnidentifiedImageError
+def decode_image(
+    data: bytes, *, source: str = "the image", max_pixels: int = MAX_DECODE_PIXELS
+) -> np.ndarray:
+    """Encoded image bytes -> H x W x 3 uint8 RGB, or a :class:`MagnetError` that says what is wrong.
+
+    Accepted: :data:`ACCEPTED_FORMATS`, 8-bit samples (grey, palette and alpha images are converted to
+    RGB; alpha is dropped). The declared size is checked against ``max_pixels`` before any pixel is
+    decoded, so a small file that declares a huge image costs nothing. EXIF orientation is applied: a
+    phone photo stored sideways is segmented the way it is shown.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
         raise MagnetError(f"{source} is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        # Pillow's own bomb guard raises on open for ~180 MP and more; ours, below, is the real limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        with img:
             width, height = img.size
-            if width * height > MAX_DECODE_PIXELS:
+            if width * height > max_pixels:
                 raise MagnetError(
-                    f"{source} is {width}x{height}, more than the {MAX_DECODE_PIXELS} pixels this bundle decodes"
+                    f"{source} declares {width}x{height} = {width * height} pixels, over the limit of "
+                    f"{max_pixels}; send a smaller image"
                 )
-            rgb = img.convert("RGB")
-            rgb.load()
+            if img.mode not in _EIGHT_BIT_MODES:
+                raise MagnetError(
+                    f"{source} is a {img.format} image with {img.mode!r} samples (more than 8 bits): "
+                    "convert it to 8-bit RGB first, choosing how to scale it"
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                rgb = ImageOps.exif_transpose(img).convert("RGB")
+                rgb.load()
     except MagnetError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise MagnetError(f"{source} is not a readable image (PNG, JPEG, ...): {e}") from e
+    except Image.DecompressionBombError as e:
+        # Pillow refuses on open past twice its MAX_IMAGE_PIXELS, before we see the size: say it our way.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        declared = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow opens"
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise MagnetError(
+            f"{source} declares {declared}, over the limit of {limit}; send a smaller image"
+        ) from None
+    except UnidentifiedImageError:
+        raise MagnetError(
+            f"{source} is not a readable image: not one of the accepted formats ({', '.join(ACCEPTED_FORMATS)})"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise MagnetError(f"{source} is not a readable image: damaged or truncated ({e})") from e
     array = np.asarray(rgb, dtype=np.uint8)
     if array.size == 0:
         raise MagnetError(f"{source} has no pixels")

@@ -7,7 +7,8 @@ from typing import Any
 
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
-from magnet_triton.imageio import decode_image
+from magnet_triton.imageio import MAX_DECODE_PIXELS, decode_image
+from magnet_triton.model_repository.config_params import model_parameters
 from magnet_triton.model_repository.responses import respond_to_each
 
 log = logging.getLogger(__name__)
@@ -18,16 +19,25 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         self.pb_utils = pb_utils
+        params = model_parameters(args)
+        self.max_image_pixels = int(params.get("max_image_pixels", MAX_DECODE_PIXELS))
 
     def _decode(self, request: Any) -> Any:
         pb = self.pb_utils
-        data = pb.get_input_tensor_by_name(request, io_spec.IMAGE_BYTES).as_numpy()
+        tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE_BYTES)
+        if tensor is None:
+            raise MagnetError(
+                f"{io_spec.DECODE_MODEL} needs the {io_spec.IMAGE_BYTES} input (one encoded image)"
+            )
+        data = tensor.as_numpy()
         if data.size != 1:
             raise MagnetError(f"{io_spec.IMAGE_BYTES} must hold one encoded image, got {data.size} elements")
         encoded = data.reshape(-1)[0]
         if not isinstance(encoded, bytes):
             encoded = bytes(encoded)
-        image = decode_image(encoded, source=f"the {io_spec.IMAGE_BYTES} input")
+        image = decode_image(
+            encoded, source=f"the {io_spec.IMAGE_BYTES} input", max_pixels=self.max_image_pixels
+        )
         return pb.InferenceResponse(output_tensors=[pb.Tensor(io_spec.IMAGE, image)])
 
     def execute(self, requests: list[Any]) -> list[Any]:

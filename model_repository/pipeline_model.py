@@ -41,10 +41,22 @@ def check_image_size(image: np.ndarray, max_pixels: int) -> None:
         )
 
 
+#: Request parameters that are not ours to check: Triton's and its clients' own.
+_TRITON_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", "priority", "timeout"})
+
+
 def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
-    """Overrides from optional inputs and from request parameters (inputs win), keyed by option name."""
+    """Overrides from optional inputs and from request parameters (inputs win), keyed by option name.
+
+    Raises:
+        MagnetError: a request parameter that is no option (a misspelling would otherwise be ignored).
+    """
     raw: dict[str, Any] = {}
     parameters = json.loads(request.parameters() or "{}")
+    known = request_options.option_names()
+    for name in parameters:
+        if name not in known and name not in _TRITON_PARAMETERS and not name.startswith("triton_"):
+            raise MagnetError(f"unknown request parameter {name!r}; known: {', '.join(known)}")
     for option in request_options.REQUEST_OPTIONS:
         if option.parameter in parameters:
             raw[option.name] = parameters[option.parameter]
@@ -84,6 +96,8 @@ class TritonPythonModel:
     def _segment(self, request: Any) -> Any:
         pb = self.pb_utils
         image_tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE)
+        if image_tensor is None:
+            raise MagnetError(f"{io_spec.PIPELINE_MODEL} needs the {io_spec.IMAGE} input (H x W x 3 uint8)")
         image = check_image(image_tensor.as_numpy())
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))

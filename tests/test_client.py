@@ -591,6 +591,22 @@ def test_cli_a_corrupt_file_exits_1_and_the_good_ones_are_written(server, tmp_pa
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("transport", [[], ["--raw"]], ids=["encoded", "raw"])
+def test_cli_a_file_declaring_a_huge_image_exits_1_without_a_traceback(server, tmp_path, capsys, transport):
+    from tests.test_imageio import _png_declaring
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(30000, 30000))
+    status = cli.main(
+        ["segment", str(bomb), "--url", server.grpc_url, "--out", str(tmp_path / "o"), *transport]
+    )
+    assert status == cli.EXIT_BAD_REQUEST
+    err = capsys.readouterr().err
+    assert "bomb.png" in err and "declares 900000000 pixels, over the limit of" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.server
 def test_cli_health_prints_readiness_and_versions(server, capsys):
     assert cli.main(["health", "--url", server.grpc_url]) == cli.EXIT_OK
     out = capsys.readouterr().out

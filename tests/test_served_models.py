@@ -319,6 +319,10 @@ BAD_OVERRIDES = {
         {"inputs": {io_spec.N_PATCHES: np.array([1, 2], dtype=np.int32)}},
         ["N_PATCHES must hold exactly one value", "(2,)"],
     ),
+    "misspelled parameter": (
+        {"parameters": {"n_patchs": 2}},
+        ["unknown request parameter 'n_patchs'", "known: mode, n_points, n_patches, patch_order"],
+    ),
 }
 
 
@@ -338,6 +342,31 @@ def test_a_bad_override_is_refused_saying_what_is_wrong_and_the_good_request_bes
     np.testing.assert_array_equal(outputs_of(good)[io_spec.SEGMENTATION], expected("downsample").segmentation)
     # Overrides are checked before any work: the only network call is the good request's one patch.
     assert network_models.calls == [(io_spec.BACKBONE_MODEL, -1)]
+
+
+def test_a_request_without_an_image_is_refused_naming_the_input(pipeline, network_models):
+    (response,) = pipeline.execute([request(parameters={"mode": "downsample"})])
+    message = error_of(response, fake_triton.TritonError.INVALID_ARG)
+    assert f"{io_spec.PIPELINE_MODEL} needs the {io_spec.IMAGE} input" in message
+    assert network_models.calls == []
+
+
+def test_the_decode_step_refuses_an_image_over_the_configured_limit_by_its_declared_size(monkeypatch):
+    from magnet_triton.model_repository.decode_model import TritonPythonModel
+
+    fake_triton.install(monkeypatch)
+    model = TritonPythonModel()
+    config = model_configs(TINY, RepositoryOptions(max_image_pixels=100 * 100))[io_spec.DECODE_MODEL]
+    model.initialize(triton_args(config, Path(".")))
+    big, small = model.execute(
+        [
+            request(encoded(png_bytes(np.zeros((101, 100, 3), np.uint8)))),
+            request(encoded(png_bytes(IMAGE[:50, :50]))),
+        ]
+    )
+    message = error_of(big, fake_triton.TritonError.INVALID_ARG)
+    assert "declares 100x101 = 10100 pixels, over the limit of 10000" in message
+    assert outputs_of(small)[io_spec.IMAGE].shape == (50, 50, 3)
 
 
 def test_an_image_over_max_image_pixels_is_refused_with_the_limit_before_any_network_runs(

@@ -136,6 +136,7 @@ BAD_REQUESTS = {
         *overrides(patch_order="x"),
     ],
     "image over the size limit": lambda: [tensor(io_spec.IMAGE, np.zeros((700, 700, 3), np.uint8), "UINT8")],
+    "an override but no image": lambda: [*overrides(mode="downsample")],
 }
 
 
@@ -145,6 +146,32 @@ def test_a_bad_request_gets_a_clear_error_and_the_next_one_succeeds(client, case
         client.infer(io_spec.PIPELINE_MODEL, BAD_REQUESTS[case]())
     message = error.value.message()
     assert message and "Traceback" not in message
+    # The caller's mistake, so clients know not to retry: never INTERNAL.
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT", (error.value.status(), message)
+    assert_good_request_succeeds(client)
+
+
+def test_a_misspelled_request_parameter_is_refused_listing_the_known_ones(client):
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(
+            io_spec.PIPELINE_MODEL,
+            [tensor(io_spec.IMAGE, scene(20, 20), "UINT8")],
+            parameters={"n_patchs": 2},
+        )
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "unknown request parameter 'n_patchs'; known: mode, n_points, n_patches" in error.value.message()
+    assert_good_request_succeeds(client)
+
+
+def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(client):
+    from tests.test_imageio import _png_declaring
+
+    inputs = [tensor(io_spec.IMAGE_BYTES, np.array([_png_declaring(30000, 30000)], dtype=object), "BYTES")]
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(io_spec.ENSEMBLE_MODEL, inputs)
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    # The decode step's limit is the pipeline's (the tiny repository's 600 x 600), not a fixed one.
+    assert "declares 900000000 pixels, over the limit of 360000" in error.value.message()
     assert_good_request_succeeds(client)
 
 
