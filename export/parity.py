@@ -280,6 +280,51 @@ def parity_report(
     return report
 
 
+def compare_with_onnxruntime(
+    onnx_path: str | os.PathLike[str],
+    run: Callable[[np.ndarray], np.ndarray],
+    *,
+    backend: str,
+    bounds: ParityBounds,
+    batch: int = 2,
+    seed: int = 0,
+) -> ParityReport:
+    """An engine built from ``onnx_path`` (``run``: B x Cin x h x w float32 -> probabilities) against
+    onnxruntime on that graph, on the realistic inputs of :func:`make_inputs`.
+
+    The network comes from the graph's ``magnet_triton.network`` metadata (a graph without it is the
+    refiner when its input is ``FINE_AND_COARSE``), the size and class count from its static dims.
+    onnxruntime stands in for PyTorch FP32, which the export has already held it to.
+    """
+    import onnx
+
+    from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
+    from magnet_triton.io_spec import FINE_AND_COARSE
+    from magnet_triton.networks.registry import REFINER_NETWORK
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    size = onnx_input_size(onnx_path)
+    num_classes = proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    network = {p.key: p.value for p in proto.metadata_props}.get(NETWORK_METADATA_KEY)
+    if network is None and proto.graph.input[0].name == FINE_AND_COARSE:
+        network = REFINER_NETWORK
+    if size is None or not num_classes or network is None:
+        raise MagnetError(f"{onnx_path} must have static C x h x w dims and name its network to compare")
+    inputs = make_inputs(network, num_classes, size, batch, seed)
+    errors = probability_errors(np.asarray(run(inputs)), run_onnxruntime(onnx_path, inputs))
+    return ParityReport(
+        network=network,
+        num_classes=num_classes,
+        onnx_path=str(onnx_path),
+        input_size=size,
+        batch=batch,
+        seed=seed,
+        backend=backend,
+        bounds=bounds,
+        **errors,
+    )
+
+
 # ---------------------------------------------------------------------- command line
 def _parse_size(text: str) -> tuple[int, int]:
     try:

@@ -358,42 +358,20 @@ def compare_engine_with_onnxruntime(
     bounds: ParityBounds | None = None,
     device: int = 0,
 ) -> ParityReport:
-    """Engine against onnxruntime on the same realistic inputs (see ``parity.make_inputs``).
+    """Engine against onnxruntime on the same realistic inputs (see ``parity.compare_with_onnxruntime``).
 
-    The network kind and size come from the graph: a ``FINE_AND_COARSE`` input is the refiner.
     ``bounds`` default to the FP32 ones for FP32 engines and :data:`FP16_BOUNDS` for FP16 engines.
     """
-    import onnx
-
-    from magnet_triton.export.parity import (
-        DEFAULT_BOUNDS,
-        ParityReport,
-        make_inputs,
-        onnx_input_size,
-        probability_errors,
-        run_onnxruntime,
-    )
-    from magnet_triton.io_spec import FINE_AND_COARSE
+    from magnet_triton.export.parity import DEFAULT_BOUNDS, compare_with_onnxruntime
 
     loaded = load_engine(engine_path, device=device)
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    size = onnx_input_size(onnx_path)
-    num_classes = graph.output[0].type.tensor_type.shape.dim[1].dim_value
-    network = "refinement" if graph.input[0].name == FINE_AND_COARSE else "backbone"
-    if size is None or not num_classes:
-        raise MagnetError(f"{onnx_path} must have static C x h x w dims to compare")
-    inputs = make_inputs(network, num_classes, size, batch, seed)
-    errors = probability_errors(run_engine(loaded, inputs), run_onnxruntime(onnx_path, inputs))
     if bounds is None:
         bounds = FP16_BOUNDS if loaded.record.precision == "fp16" else DEFAULT_BOUNDS
-    return ParityReport(
-        network=network,
-        num_classes=num_classes,
-        onnx_path=str(onnx_path),
-        input_size=size,
-        batch=batch,
-        seed=seed,
+    return compare_with_onnxruntime(
+        onnx_path,
+        lambda inputs: run_engine(loaded, inputs),
         backend=f"tensorrt-{loaded.record.precision}",
         bounds=bounds,
-        **errors,
+        batch=batch,
+        seed=seed,
     )

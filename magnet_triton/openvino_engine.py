@@ -205,38 +205,17 @@ def calibration_patches(settings: Any, images: Sequence[np.ndarray], limit: int 
 def compare_with_onnxruntime(
     model_path: Path, onnx_path: Path, precision: str, *, batch: int = 1, seed: int = 0
 ) -> Any:
-    """The compiled OpenVINO model against onnxruntime on the ONNX graph it came from, on the realistic
-    inputs of :func:`magnet_triton.export.parity.make_inputs`; a ``ParityReport`` (backend
-    ``openvino-<precision>``, the bounds of :func:`parity_bounds`). onnxruntime stands in for PyTorch
-    FP32, which the export has already held it to."""
-    import onnx
+    """The OpenVINO model at ``model_path``, compiled at ``precision``, against onnxruntime on the ONNX
+    graph it came from: a ``ParityReport`` (backend ``openvino-<precision>``, the bounds of
+    :func:`parity_bounds`; see :func:`magnet_triton.export.parity.compare_with_onnxruntime`)."""
+    from magnet_triton.export import parity
 
-    from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
-    from magnet_triton.export.parity import (
-        ParityReport,
-        make_inputs,
-        onnx_input_size,
-        probability_errors,
-        run_onnxruntime,
-    )
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    size = onnx_input_size(onnx_path)
-    num_classes = proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value
-    network = {p.key: p.value for p in proto.metadata_props}.get(NETWORK_METADATA_KEY)
-    if size is None or not num_classes or network is None:
-        raise MagnetError(f"{onnx_path} must have static C x h x w dims and name its network to compare")
-    inputs = make_inputs(network, num_classes, size, batch, seed)
     compiled = compile_model(model_path, precision, len(os.sched_getaffinity(0)))
-    errors = probability_errors(np.asarray(compiled(inputs)[0]), run_onnxruntime(onnx_path, inputs))
-    return ParityReport(
-        network=network,
-        num_classes=num_classes,
-        onnx_path=str(onnx_path),
-        input_size=size,
-        batch=batch,
-        seed=seed,
+    return parity.compare_with_onnxruntime(
+        onnx_path,
+        lambda inputs: compiled(inputs)[0],
         backend=f"openvino-{precision}",
         bounds=parity_bounds(precision),
-        **errors,
+        batch=batch,
+        seed=seed,
     )

@@ -547,3 +547,27 @@ def test_parity_command_measures_an_openvino_model_at_its_precision(refiner19, t
     args = _parity_args([*argv, "--random-weights", "0", "--precision", "int8"])
     with pytest.raises(MagnetError, match="--precision is for --openvino"):
         args.func(args)
+
+
+def test_engines_are_compared_on_inputs_of_the_network_the_graph_names(tmp_path):
+    """The engine checks (TensorRT, OpenVINO) read the network from the graph's metadata, so a
+    backbone gets normalised RGB patches (the registry's normalisation), not a made-up kind."""
+    from magnet_triton.export.onnx_export import NETWORK_METADATA_KEY
+    from magnet_triton.export.parity import DEFAULT_BOUNDS, compare_with_onnxruntime
+
+    settings = get_preset("cityscapes", input_size=(64, 64)).with_overrides(num_classes=7)
+    model = network_with_weights("fpn", 7, random_seed=0)
+    named = export_onnx(
+        model, backbone_spec(settings, 2), tmp_path / "b.onnx", metadata={NETWORK_METADATA_KEY: "fpn"}
+    )
+    same = compare_with_onnxruntime(
+        named, lambda x: run_onnxruntime(named, x), backend="itself", bounds=DEFAULT_BOUNDS
+    )
+    assert same.network == "fpn" and same.max_abs == 0.0 and same.passed
+    shifted = compare_with_onnxruntime(
+        named, lambda x: run_onnxruntime(named, x) + 0.01, backend="off", bounds=DEFAULT_BOUNDS
+    )
+    assert not shifted.passed and shifted.max_abs == pytest.approx(0.01, rel=1e-3)
+    anonymous = export_onnx(model, backbone_spec(settings, 2), tmp_path / "a.onnx")
+    with pytest.raises(MagnetError, match="name its network"):
+        compare_with_onnxruntime(anonymous, lambda x: x, backend="x", bounds=DEFAULT_BOUNDS)
