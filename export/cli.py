@@ -76,6 +76,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-image-pixels", type=int, default=16 * 1024 * 1024, help="larger images are refused"
     )
+    parser.add_argument(
+        "--max-patches-per-request",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse a request whose settings would refine more patches (0: no cap)",
+    )
+    parser.add_argument(
+        "--max-points-per-request",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse a request whose settings would replace more points (0: no cap)",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the networks' warm-up at load")
     parser.add_argument(
         "--cuda-graphs", action="store_true", help="gpu/torch: replay one CUDA graph per batch size"
@@ -102,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         onnx_spinning=args.onnx_spinning,
         pipeline_threads=args.pipeline_threads,
         max_image_pixels=args.max_image_pixels,
+        max_patches_per_request=args.max_patches_per_request,
+        max_points_per_request=args.max_points_per_request,
         warmup=not args.no_warmup,
         precision=args.precision,
         cuda_graphs=args.cuda_graphs,

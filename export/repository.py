@@ -71,6 +71,8 @@ class RepositoryOptions:
             CPUs the server may use). The steps run between network calls, so at low concurrency the
             cores are otherwise idle while they run.
         max_image_pixels: larger images are refused with a message instead of exhausting memory.
+        max_patches_per_request, max_points_per_request: a request whose settings (with its overrides)
+            would refine more is refused before any work, saying the cap; 0: no cap.
         warmup: run each network once on random data at load, so the first request is not slow.
         precision: the networks' precision, one of the runtime's ``precisions``.
         cuda_graphs: the ``torch`` engine on a GPU replays one CUDA graph per batch size.
@@ -86,6 +88,8 @@ class RepositoryOptions:
     onnx_spinning: bool = False
     pipeline_threads: int = 0
     max_image_pixels: int = 16 * 1024 * 1024
+    max_patches_per_request: int = 0
+    max_points_per_request: int = 0
     warmup: bool = True
     precision: str = "fp32"
     cuda_graphs: bool = False
@@ -103,7 +107,13 @@ class RepositoryOptions:
         for name in ("max_batch", "pipeline_instances", "network_instances", "max_image_pixels"):
             if int(getattr(self, name)) < 1:
                 raise MagnetError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_queue_delay_us", "onnx_threads", "pipeline_threads"):
+        for name in (
+            "max_queue_delay_us",
+            "onnx_threads",
+            "pipeline_threads",
+            "max_patches_per_request",
+            "max_points_per_request",
+        ):
             if int(getattr(self, name)) < 0:
                 raise MagnetError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -187,6 +197,8 @@ def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str
     parameters = {
         "settings": json.dumps(settings.to_dict(), sort_keys=True),
         "max_image_pixels": options.max_image_pixels,
+        "max_patches_per_request": options.max_patches_per_request,
+        "max_points_per_request": options.max_points_per_request,
         "bls_max_batch": options.max_batch,
         "torch_threads": options.pipeline_threads,
         **options.extra_parameters,

@@ -7,3 +7,8 @@ keeps its traceback.
 
 class MagnetError(ValueError):
     """A user-caused error whose message says what was wrong and what to do about it."""
+
+
+class WorkStopped(Exception):
+    """A run that stopped before its end because its caller went away (a cancelled or timed-out
+    request): not a mistake of the caller's input, and not a server failure."""

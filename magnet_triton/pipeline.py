@@ -9,13 +9,14 @@ kernels can replace the PyTorch versions on a GPU.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from magnet_triton.errors import MagnetError
+from magnet_triton.errors import MagnetError, WorkStopped
 from magnet_triton.networks.registry import Normalization, network_entry
 from magnet_triton.ops.geometry import patch_grid, patch_ratios, ratios_to_pixels, round_boxes
 from magnet_triton.ops.patches import cut_patches
@@ -110,6 +111,7 @@ def run_magnet(
     return_coarse: bool = True,
     return_confidence: bool = True,
     cut_on_device: bool | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SegmentationResult:
     """Segment one H x W x 3 uint8 RGB image with MagNet as ``settings`` say (every mode).
 
@@ -120,6 +122,10 @@ def run_magnet(
     CUDA kernels on a CUDA device and the PyTorch steps elsewhere. The coarse map and the confidence are
     full-resolution passes over C x H x W maps (about 0.1 to 0.4 s each at 2048x1024 on one CPU core), so
     callers that do not need them say so.
+
+    ``should_stop`` is asked before the coarse pass and before each refined scale (a served request:
+    "has the caller cancelled?"); when it says yes the run ends there with :class:`WorkStopped`, so an
+    abandoned request costs at most one more scale.
     """
     image = check_image(image)
     device = torch.device(device)
@@ -130,6 +136,13 @@ def run_magnet(
         # One copy of the image to the device; every scale and patch is then cut there.
         image = torch.from_numpy(image).to(device)
 
+    def check_stop(done: int) -> None:
+        if should_stop is not None and should_stop():
+            raise WorkStopped(
+                f"stopped after {done} of {settings.num_scales} scales: the request was cancelled"
+            )
+
+    check_stop(0)
     t = time.perf_counter()
     first = settings.scales[0]
     coarse_patch = cut_patches(
@@ -143,10 +156,12 @@ def run_magnet(
     if settings.mode == "downsample":
         probs = coarse
     elif settings.mode == "patching":
+        check_stop(1)
         probs = _patching(image, settings, networks, device, clock)
     else:
         probs = coarse
         for scale_index in range(1, settings.num_scales):
+            check_stop(scale_index)
             probs, n_replaced = _refine_scale(image, settings, networks, probs, scale_index, steps, clock)
             points.append(n_replaced)
 
@@ -260,3 +275,22 @@ def _refine_scale(
     steps.replace(probs, pasted, indices)  # step 15
     clock.lap("refine", t)
     return probs, int(indices.numel())
+
+
+def request_work(settings: Settings) -> tuple[int, int]:
+    """(patches, points) a run with ``settings`` refines at most, whatever the image: the patches of every
+    refined scale (or the ``n_patches`` most uncertain of each) and the points replaced per scale.
+
+    The scales are fixed by the preset, so this is known before any work; a server caps it per request.
+    """
+    if settings.mode == "downsample":
+        return 0, 0
+    if settings.mode == "patching":
+        return len(patch_grid(settings.scales[-1], settings.crop_size)), 0
+    patches = points = 0
+    for width, height in settings.scales[1:]:
+        grid = len(patch_grid((width, height), settings.crop_size))
+        selected = grid if settings.n_patches < 1 else min(settings.n_patches, grid)
+        patches += selected
+        points += point_count(settings.n_points, (width, height), selected, grid)
+    return patches, points

@@ -21,7 +21,7 @@ from magnet_triton.model_repository.bls_networks import BLSNetworks
 from magnet_triton.model_repository.config_params import instance_device, model_parameters
 from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.ops.steps import steps_for_device
-from magnet_triton.pipeline import check_image, run_magnet
+from magnet_triton.pipeline import check_image, request_work, run_magnet
 from magnet_triton.request_options import apply_overrides
 from magnet_triton.settings import settings_from_dict
 
@@ -43,6 +43,21 @@ def check_image_size(image: np.ndarray, max_pixels: int) -> None:
 
 #: Request parameters that are not ours to check: Triton's and its clients' own.
 _TRITON_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", "priority", "timeout"})
+
+
+def check_work(settings: Any, max_patches: int, max_points: int) -> None:
+    """Refuse a request whose settings would refine more than this server allows (0: no cap)."""
+    patches, points = request_work(settings)
+    for what, wanted, cap, parameter in (
+        ("patches", patches, max_patches, "max_patches_per_request"),
+        ("points", points, max_points, "max_points_per_request"),
+    ):
+        if cap and wanted > cap:
+            raise MagnetError(
+                f"this request would refine {wanted} {what}, over this server's cap of {cap} "
+                f"(parameter {parameter} of {io_spec.PIPELINE_MODEL}); ask for fewer (n_patches, n_points) "
+                "or mode magnet-fast"
+            )
 
 
 def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
@@ -74,6 +89,9 @@ class TritonPythonModel:
         params = model_parameters(args)
         self.settings = settings_from_dict(json.loads(params["settings"]))
         self.max_image_pixels = int(params.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+        # 0: no cap. Checked on the request's settings before any work (request_work).
+        self.max_patches = int(params.get("max_patches_per_request", "0"))
+        self.max_points = int(params.get("max_points_per_request", "0"))
         self.device = torch.device(instance_device(args))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -101,6 +119,7 @@ class TritonPythonModel:
         image = check_image(image_tensor.as_numpy())
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))
+        check_work(settings, self.max_patches, self.max_points)
         # Triton lists every output when the client names none, so this only skips what was left out.
         requested = set(request.requested_output_names())
         result = run_magnet(
@@ -111,6 +130,8 @@ class TritonPythonModel:
             steps=self.steps,
             return_coarse=io_spec.COARSE_SEGMENTATION in requested,
             return_confidence=io_spec.CONFIDENCE in requested,
+            # Python backends before 23.10 cannot tell; their requests run to the end.
+            should_stop=getattr(request, "is_cancelled", None),
         )
         outputs = [pb.Tensor(io_spec.SEGMENTATION, result.segmentation)]
         if result.coarse_segmentation is not None:

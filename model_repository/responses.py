@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from magnet_triton.errors import MagnetError
+from magnet_triton.errors import MagnetError, WorkStopped
 
 
 def _triton_error(pb_utils: Any, message: str, code_name: str) -> Any:
@@ -65,6 +65,9 @@ def respond_to_each(
             responses.append(handle(request))
         except MagnetError as e:
             responses.append(error_response(pb_utils, invalid_argument(pb_utils, str(e))))
+        except WorkStopped as e:  # the caller went away: nothing to report but that it stopped
+            log.info("%s: %s", model_name, e)
+            responses.append(error_response(pb_utils, _triton_error(pb_utils, str(e), "CANCELLED")))
         except Exception as e:  # a bug or a failed network: this request fails, the server goes on
             log.exception("%s failed", model_name)
             message = f"internal error in {model_name}: {type(e).__name__}: {e}"

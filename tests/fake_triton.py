@@ -150,6 +150,13 @@ class InferenceRequest:
         if parameters is None:
             parameters = {}
         self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters)
+        #: Set to make ``is_cancelled()`` say yes after that many calls (None: never).
+        self.cancel_after_calls: int | None = None
+        self.cancel_checks = 0
+
+    def is_cancelled(self) -> bool:
+        self.cancel_checks += 1
+        return self.cancel_after_calls is not None and self.cancel_checks > self.cancel_after_calls
 
     def inputs(self) -> list[Tensor]:
         return self._inputs

@@ -539,3 +539,60 @@ def test_a_torch_engine_failure_fails_every_request_of_its_batch_as_internal(tor
     responses = model.execute([request(fake_triton.Tensor(io_spec.FINE_AND_COARSE, wrong))] * 2)
     for response in responses:
         assert "refinement failed" in error_of(response, fake_triton.TritonError.INTERNAL)
+
+
+# ---------------------------------------------------------------------- abandoned and oversized work
+def test_a_cancelled_request_stops_before_its_next_scale_and_says_cancelled(
+    pipeline, network_models, expected
+):
+    cancelled = request(image_input())
+    cancelled.cancel_after_calls = 2  # asked before the coarse pass, then before scales 1 and 2
+    after = request(image_input(), parameters={"mode": "downsample"})
+    stopped, good = pipeline.execute([cancelled, after])
+    message = error_of(stopped, fake_triton.TritonError.CANCELLED)
+    assert message == f"stopped after 2 of {TINY.num_scales} scales: the request was cancelled"
+    # The coarse pass and scale 1 ran (backbone and refiner 1); scale 2's refiner never did.
+    assert (io_spec.REFINER_MODEL, 2) not in network_models.calls
+    assert (io_spec.REFINER_MODEL, 1) in network_models.calls
+    np.testing.assert_array_equal(outputs_of(good)[io_spec.SEGMENTATION], expected("downsample").segmentation)
+
+
+def test_request_work_counts_the_patches_and_points_each_mode_refines():
+    from magnet_triton.pipeline import request_work
+
+    # TINY: 64x64 crops of 128x128 (4) and 256x256 (16); n_points 0.25 of each scale's pixels.
+    assert request_work(TINY) == (4 + 16, 128 * 128 // 4 + 256 * 256 // 4)
+    # magnet-fast, 2 patches a scale: points in proportion to the patches kept (step 12).
+    fast = TINY.with_overrides(mode="magnet-fast", n_patches=2)
+    assert request_work(fast) == (2 + 2, 128 * 128 // 4 * 2 // 4 + 256 * 256 // 4 * 2 // 16)
+    assert request_work(TINY.with_overrides(mode="downsample")) == (0, 0)
+    assert request_work(TINY.with_overrides(mode="patching")) == (16, 0)
+
+
+@pytest.mark.parametrize(
+    ("caps", "words"),
+    [
+        ({"max_patches_per_request": 10}, "would refine 20 patches, over this server's cap of 10"),
+        ({"max_points_per_request": 1000}, "would refine 20480 points, over this server's cap of 1000"),
+    ],
+)
+def test_a_request_over_the_work_cap_is_refused_before_any_work(
+    monkeypatch, tmp_path, network_models, caps, words
+):
+    from magnet_triton.model_repository.pipeline_model import TritonPythonModel
+
+    fake_triton.install(monkeypatch, bls=network_models)
+    config = model_configs(TINY, RepositoryOptions(**caps))[io_spec.PIPELINE_MODEL]
+    model = TritonPythonModel()
+    threads = torch.get_num_threads()
+    model.initialize(triton_args(config, tmp_path / io_spec.PIPELINE_MODEL))
+    try:
+        over, within = model.execute(
+            [request(image_input()), request(image_input(), parameters={"mode": "downsample"})]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    message = error_of(over, fake_triton.TritonError.INVALID_ARG)
+    assert words in message and "n_patches" in message
+    assert outputs_of(within)[io_spec.SEGMENTATION].shape == IMAGE.shape[:2]
+    assert network_models.calls == [(io_spec.BACKBONE_MODEL, -1)]  # only the downsample request ran

@@ -5,6 +5,7 @@ Every test talks to one server started for this module from a tiny CPU repositor
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -200,3 +201,33 @@ def test_concurrent_requests_all_return_their_own_correct_result(client, server)
         results = list(pool.map(call, [0, 1, 2, 3, 0, 1, 2, 3]))
     for index, result in enumerate(results):
         np.testing.assert_array_equal(result, expected[index % 4])
+
+
+def _pipeline_compute(client) -> tuple[int, float]:
+    """(requests executed, seconds computing) of magnet_pipeline so far, from the server's statistics."""
+    stats = client.get_inference_statistics(io_spec.PIPELINE_MODEL, as_json=True)["model_stats"][0]
+    infer = stats["inference_stats"]["compute_infer"]
+    return int(infer.get("count", 0)), int(infer.get("ns", 0)) / 1e9
+
+
+def test_a_request_abandoned_by_its_client_stops_within_a_scale(client):
+    """A gRPC deadline that passes cancels the request in Triton; the pipeline asks before every scale
+    and stops, so the abandoned request costs a fraction of a full run (TINY has three scales)."""
+    image = scene(500, 700, seed=3)
+    inputs = [tensor(io_spec.IMAGE, image, "UINT8")]
+    client.infer(io_spec.PIPELINE_MODEL, inputs)  # warm: the first run of a shape pays one-time costs
+    count, before = _pipeline_compute(client)
+    client.infer(io_spec.PIPELINE_MODEL, inputs)
+    count, after = _pipeline_compute(client)
+    full = after - before
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(io_spec.PIPELINE_MODEL, inputs, client_timeout=full / 10)
+    assert error.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    # The server finishes (or stops) the abandoned request on its own time: wait for its statistics.
+    deadline = time.monotonic() + 60
+    while _pipeline_compute(client)[0] == count and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the server's own counter, not guessing how long the work takes
+    done, total = _pipeline_compute(client)
+    assert done == count + 1
+    assert total - after < 0.6 * full, (total - after, full)
+    assert_good_request_succeeds(client)
