@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from magnet_triton.model_repository.config_params import instance_threads
 from magnet_triton.model_repository.network_runner import BatchedNetworkModel
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,6 @@ class TritonPythonModel(BatchedNetworkModel):
         onnx_path = os.path.join(
             args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx")
         )
-        from magnet_triton.model_repository.config_params import instance_threads
-
         options = ort.SessionOptions()
         # 0: this instance's share of the cores, not onnxruntime's "all of them" (instances would fight).
         options.intra_op_num_threads = instance_threads(args, params.get("intra_op_threads"))

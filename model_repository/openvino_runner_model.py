@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from magnet_triton.model_repository.config_params import instance_threads
 from magnet_triton.model_repository.network_runner import BatchedNetworkModel
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,7 @@ class TritonPythonModel(BatchedNetworkModel):
     what = "openvino"
 
     def load(self, args: dict[str, Any], params: dict[str, str]) -> None:
-        from magnet_triton import openvino_engine
-        from magnet_triton.model_repository.config_params import instance_threads
+        from magnet_triton import openvino_engine  # imports nothing heavy until it compiles
 
         path = os.path.join(
             args["model_repository"], args["model_version"], params.get("openvino_file", "model.xml")

@@ -23,7 +23,7 @@ from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.ops.steps import steps_for_device
 from magnet_triton.pipeline import check_image, request_work, run_magnet
 from magnet_triton.request_options import apply_overrides
-from magnet_triton.settings import settings_from_dict
+from magnet_triton.settings import Settings, settings_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def check_image_size(image: np.ndarray, max_pixels: int) -> None:
 _TRITON_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", "priority", "timeout"})
 
 
-def check_work(settings: Any, max_patches: int, max_points: int) -> None:
+def check_work(settings: Settings, max_patches: int, max_points: int) -> None:
     """Refuse a request whose settings would refine more than this server allows (0: no cap)."""
     patches, points = request_work(settings)
     for what, wanted, cap, parameter in (
