@@ -210,24 +210,33 @@ def _pipeline_compute(client) -> tuple[int, float]:
     return int(infer.get("count", 0)), int(infer.get("ns", 0)) / 1e9
 
 
+def _wait_for_count(client, count: int) -> float:
+    """Poll the pipeline's statistics (Triton records them after the reply) until ``count`` requests are
+    counted; their total compute seconds."""
+    deadline = time.monotonic() + 60
+    while _pipeline_compute(client)[0] < count and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the server's own counter, not guessing how long the work takes
+    done, seconds = _pipeline_compute(client)
+    assert done == count, (done, count)
+    return seconds
+
+
 def test_a_request_abandoned_by_its_client_stops_within_a_scale(client):
     """A gRPC deadline that passes cancels the request in Triton; the pipeline asks before every scale
     and stops, so the abandoned request costs a fraction of a full run (TINY has three scales)."""
     image = scene(500, 700, seed=3)
     inputs = [tensor(io_spec.IMAGE, image, "UINT8")]
+    count = _pipeline_compute(client)[0] + 1  # read before the request, so it cannot be counted yet
     client.infer(io_spec.PIPELINE_MODEL, inputs)  # warm: the first run of a shape pays one-time costs
-    count, before = _pipeline_compute(client)
+    before = _wait_for_count(client, count)
     client.infer(io_spec.PIPELINE_MODEL, inputs)
-    count, after = _pipeline_compute(client)
+    after = _wait_for_count(client, count + 1)
     full = after - before
+    assert full > 0
     with pytest.raises(grpc.InferenceServerException) as error:
         client.infer(io_spec.PIPELINE_MODEL, inputs, client_timeout=full / 10)
     assert error.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     # The server finishes (or stops) the abandoned request on its own time: wait for its statistics.
-    deadline = time.monotonic() + 60
-    while _pipeline_compute(client)[0] == count and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling the server's own counter, not guessing how long the work takes
-    done, total = _pipeline_compute(client)
-    assert done == count + 1
+    total = _wait_for_count(client, count + 2)
     assert total - after < 0.6 * full, (total - after, full)
     assert_good_request_succeeds(client)
