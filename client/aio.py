@@ -32,6 +32,8 @@ from magnet_triton.client.request import ImageInput, Request
 from magnet_triton.client.result import (
     STATISTICS_RETRY_DELAYS_S,
     SegmentResult,
+    index_from_statistics,
+    is_restricted,
     parse_response,
     statistics_delta,
     summarize_health,
@@ -175,12 +177,18 @@ class AsyncMagnetClient:
 
         async def once(attempt: int) -> dict[str, Any]:
             client, kwargs = self._channel(), self.options.call_kwargs()
+            try:
+                index = await client.get_model_repository_index(as_json=True, **kwargs)
+            except self._triton_error as e:
+                if not is_restricted(e):
+                    raise
+                index = index_from_statistics(await client.get_inference_statistics(as_json=True, **kwargs))
             return summarize_health(
                 url=self.url,
                 live=await client.is_server_live(**kwargs),
                 ready=await client.is_server_ready(**kwargs),
                 metadata=await client.get_server_metadata(as_json=True, **kwargs),
-                index=await client.get_model_repository_index(as_json=True, **kwargs),
+                index=index,
             )
 
         return await self._with_retries("health check", "server", once)
@@ -227,7 +235,7 @@ class AsyncMagnetClient:
         try:
             if region is not None:
                 try:
-                    await region.register(client, self.options.timeout_s)
+                    await region.register(client, self.options.timeout_s, self.options.headers or None)
                 except self._triton_error as e:
                     refused = registration_failed(e, region, self.url)
                     if refused is None:
@@ -272,7 +280,7 @@ class AsyncMagnetClient:
     async def _unregister(self, region: Region) -> None:
         for delay_s in (*UNREGISTER_RETRY_DELAYS_S, None):
             try:
-                await region.unregister(self._channel(), self.options.timeout_s)
+                await region.unregister(self._channel(), self.options.timeout_s, self.options.headers or None)
                 return
             except self._triton_error as e:  # the request's own outcome matters more than the clean-up
                 if delay_s is None or not still_in_use(e):

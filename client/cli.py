@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="first wait between retries, doubling (%(default)s)",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    tls = connection.add_argument_group("TLS (a server started with magnet-triton serve --tls-cert)")
+    tls.add_argument("--ssl", action="store_true", help="connect over TLS")
+    tls.add_argument("--root-certificates", type=Path, metavar="PEM", help="the CA to trust (with --ssl)")
+    tls.add_argument("--private-key", type=Path, metavar="PEM", help="client key, for mutual TLS")
+    tls.add_argument(
+        "--certificate-chain", type=Path, metavar="PEM", help="client certificate, for mutual TLS"
+    )
+    group.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="gRPC metadata sent with every call, e.g. an auth token (repeatable)",
+    )
 
     segment = commands.add_parser(
         "segment",
@@ -132,8 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args: argparse.Namespace) -> Any:
     from magnet_triton.client.core import MagnetClient
 
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BadRequestError(f"--header takes NAME=VALUE, got {item!r}")
+        headers[name.strip().lower()] = value
+    tls_files = (args.root_certificates, args.private_key, args.certificate_chain)
+    for path in tls_files:
+        if path is not None and not path.is_file():
+            raise BadRequestError(f"TLS file {path} does not exist")
+    if any(tls_files) and not args.ssl:
+        raise BadRequestError("--root-certificates, --private-key and --certificate-chain need --ssl")
     return MagnetClient(
-        args.url, timeout_s=args.timeout_s, retries=args.retries, retry_backoff_s=args.retry_backoff_s
+        args.url,
+        timeout_s=args.timeout_s,
+        retries=args.retries,
+        retry_backoff_s=args.retry_backoff_s,
+        ssl=args.ssl,
+        root_certificates_path=str(args.root_certificates) if args.root_certificates else None,
+        private_key_path=str(args.private_key) if args.private_key else None,
+        certificate_chain_path=str(args.certificate_chain) if args.certificate_chain else None,
+        headers=headers,
     )
 
 

@@ -30,6 +30,8 @@ from magnet_triton.client.request import ImageInput, Request
 from magnet_triton.client.result import (
     STATISTICS_RETRY_DELAYS_S,
     SegmentResult,
+    index_from_statistics,
+    is_restricted,
     parse_response,
     statistics_delta,
     summarize_health,
@@ -243,12 +245,18 @@ class MagnetClient:
 
         def once(attempt: int) -> dict[str, Any]:
             kwargs = self.options.call_kwargs()
+            try:
+                index = self._client.get_model_repository_index(as_json=True, **kwargs)
+            except self._triton_error as e:
+                if not is_restricted(e):
+                    raise
+                index = index_from_statistics(self._client.get_inference_statistics(as_json=True, **kwargs))
             return summarize_health(
                 url=self.url,
                 live=self._client.is_server_live(**kwargs),
                 ready=self._client.is_server_ready(**kwargs),
                 metadata=self._client.get_server_metadata(as_json=True, **kwargs),
-                index=self._client.get_model_repository_index(as_json=True, **kwargs),
+                index=index,
             )
 
         return self._with_retries("health check", "server", once)
@@ -295,7 +303,7 @@ class MagnetClient:
         try:
             if region is not None:
                 try:
-                    region.register(self._client, self.options.timeout_s)
+                    region.register(self._client, self.options.timeout_s, self.options.headers or None)
                 except self._triton_error as e:
                     refused = registration_failed(e, region, self.url)
                     if refused is None:
@@ -340,7 +348,7 @@ class MagnetClient:
     def _unregister(self, region: Region) -> None:
         for delay_s in (*UNREGISTER_RETRY_DELAYS_S, None):
             try:
-                region.unregister(self._client, self.options.timeout_s)
+                region.unregister(self._client, self.options.timeout_s, self.options.headers or None)
                 return
             except self._triton_error as e:  # the request's own outcome matters more than the clean-up
                 if delay_s is None or not still_in_use(e):

@@ -162,3 +162,24 @@ def summarize_health(
         "server": {"name": metadata.get("name", ""), "version": metadata.get("version", "")},
         "models": dict(sorted(models.items())),
     }
+
+
+def is_restricted(error: Exception) -> bool:
+    """Whether a tritonclient error says the API is behind a key (Triton's restricted protocols)."""
+    message = getattr(error, "message", None)
+    return "is restricted" in (message() if callable(message) else str(error))
+
+
+def index_from_statistics(statistics: Mapping[str, Any]) -> dict[str, Any]:
+    """A repository index, in its JSON form, built from the inference statistics.
+
+    For servers whose repository API is behind an admin key (``magnet-triton serve`` does that): the
+    statistics, which stay open, list every loaded model version; models that failed to load are not
+    in them, and so not in this index either.
+    """
+    return {
+        "models": [
+            {"name": m["name"], "version": m.get("version", ""), "state": "READY", "reason": ""}
+            for m in statistics.get("model_stats", [])
+        ]
+    }

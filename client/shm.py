@@ -67,13 +67,13 @@ class SystemRegion:
                 "check that /dev/shm has room, or send without shared memory"
             ) from e
 
-    def register(self, client: Any, timeout_s: float | None) -> Any:
+    def register(self, client: Any, timeout_s: float | None, headers: Any = None) -> Any:
         return client.register_system_shared_memory(
-            self.name, self.key, self.byte_size, client_timeout=timeout_s
+            self.name, self.key, self.byte_size, headers=headers, client_timeout=timeout_s
         )
 
-    def unregister(self, client: Any, timeout_s: float | None) -> Any:
-        return client.unregister_system_shared_memory(self.name, client_timeout=timeout_s)
+    def unregister(self, client: Any, timeout_s: float | None, headers: Any = None) -> Any:
+        return client.unregister_system_shared_memory(self.name, headers=headers, client_timeout=timeout_s)
 
     def destroy(self) -> None:
         """Unlink the region; safe to call twice."""
@@ -113,13 +113,18 @@ class CudaRegion:
                 f"{e}; check the GPU with nvidia-smi, or use via_shared_memory=True instead"
             ) from e
 
-    def register(self, client: Any, timeout_s: float | None) -> Any:
+    def register(self, client: Any, timeout_s: float | None, headers: Any = None) -> Any:
         return client.register_cuda_shared_memory(
-            self.name, self.raw_handle, self.device_id, self.byte_size, client_timeout=timeout_s
+            self.name,
+            self.raw_handle,
+            self.device_id,
+            self.byte_size,
+            headers=headers,
+            client_timeout=timeout_s,
         )
 
-    def unregister(self, client: Any, timeout_s: float | None) -> Any:
-        return client.unregister_cuda_shared_memory(self.name, client_timeout=timeout_s)
+    def unregister(self, client: Any, timeout_s: float | None, headers: Any = None) -> Any:
+        return client.unregister_cuda_shared_memory(self.name, headers=headers, client_timeout=timeout_s)
 
     def destroy(self) -> None:
         """Free the device memory; safe to call twice."""

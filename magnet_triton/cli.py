@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "magnet_triton.export.cli",
     "magnet_triton.export.parity",
     "magnet_triton.server.command",
+    "magnet_triton.server.probe_command",
     "magnet_triton.evaluate",
     "magnet_triton.demo",
 )

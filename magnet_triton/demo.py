@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     print("starting the bundled tritonserver ...")
     with TritonServer(repository, log_path=out / "tritonserver.log") as server:
-        print(f"serving on grpc {server.grpc_url}, http {server.http_url}")
+        print(f"serving on grpc {server.grpc_url}")
         with MagnetClient(server.grpc_url, timeout_s=1800) as client:
             start = time.perf_counter()
             result = client.segment(image_path)

@@ -12,3 +12,8 @@ class MagnetError(ValueError):
 class WorkStopped(Exception):
     """A run that stopped before its end because its caller went away (a cancelled or timed-out
     request): not a mistake of the caller's input, and not a server failure."""
+
+
+class ServiceUnavailable(Exception):
+    """A request that failed because a part of the server is down (a composing model whose instance
+    died), not because of its input: worth retrying once the server is ready again."""

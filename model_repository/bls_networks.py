@@ -14,12 +14,29 @@ from typing import Any
 import torch
 
 from magnet_triton import io_spec
-from magnet_triton.errors import MagnetError
+from magnet_triton.errors import MagnetError, ServiceUnavailable
 from magnet_triton.model_repository.tensors import from_triton, to_triton
 
 
 class NetworkCallError(RuntimeError):
     """A composing model failed: a server-side problem, not the caller's."""
+
+
+class NetworkUnavailable(NetworkCallError, ServiceUnavailable):
+    """A composing model is down (its stub process died, or it is not loaded): retry later."""
+
+
+#: How Triton words a call to a model that is down: a dead stub (24.10 gives it no status code of its
+#: own), and a model unloaded or reloading.
+_DOWN = ("is not healthy", "is not ready", "unknown model", "not found")
+
+
+def _is_down(error: Any) -> bool:
+    # TritonError has codes from 23.09 on; before, only the words tell.
+    unavailable = getattr(error, "UNAVAILABLE", None)
+    if unavailable is not None and hasattr(error, "code") and error.code() == unavailable:
+        return True
+    return any(words in error.message() for words in _DOWN)
 
 
 async def _exec_all(requests: list[Any]) -> list[Any]:
@@ -50,7 +67,9 @@ class BLSNetworks:
     def _output(self, model: str, version: int, response: Any) -> torch.Tensor:
         self.calls += 1
         if response.has_error():
-            raise NetworkCallError(f"{model} (version {version}) failed: {response.error().message()}")
+            error = response.error()
+            kind = NetworkUnavailable if _is_down(error) else NetworkCallError
+            raise kind(f"{model} (version {version}) failed: {error.message()}")
         tensor = self.pb_utils.get_output_tensor_by_name(response, io_spec.PROBABILITIES)
         if tensor is None:
             raise NetworkCallError(f"{model} returned no {io_spec.PROBABILITIES}")

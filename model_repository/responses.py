@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from magnet_triton.errors import MagnetError, WorkStopped
+from magnet_triton.errors import MagnetError, ServiceUnavailable, WorkStopped
 
 
 def _triton_error(pb_utils: Any, message: str, code_name: str) -> Any:
@@ -68,6 +68,10 @@ def respond_to_each(
         except WorkStopped as e:  # the caller went away: nothing to report but that it stopped
             log.info("%s: %s", model_name, e)
             responses.append(error_response(pb_utils, _triton_error(pb_utils, str(e), "CANCELLED")))
+        except ServiceUnavailable as e:  # a part of the server is down: UNAVAILABLE, so clients retry
+            log.warning("%s: %s", model_name, e)
+            message = f"{model_name} is unavailable: {e}"
+            responses.append(error_response(pb_utils, _triton_error(pb_utils, message, "UNAVAILABLE")))
         except Exception as e:  # a bug or a failed network: this request fails, the server goes on
             log.exception("%s failed", model_name)
             message = f"internal error in {model_name}: {type(e).__name__}: {e}"

@@ -216,6 +216,10 @@ class TestRealServer:
             text = "".join(lines)
             assert f"127.0.0.1:{ports[0]}" in text
             assert "bls, identity" in text
+            # Closed by default: no HTTP, the admin APIs behind a generated key, supervised.
+            assert "HTTP     off" in text
+            assert "shared-memory, model-repository, logging, trace APIs closed (a generated key" in text
+            assert "watch    stubs every 0.5 s, probes every 30 s" in text
             proc.send_signal(signal.SIGTERM)
             rest, _ = proc.communicate(timeout=60)
         finally:

@@ -3,8 +3,8 @@
 The server runs inside the current Python environment: this environment's ``bin`` goes first on
 ``PATH``, which is how the embedded interpreter of each Python-backend stub finds the virtual
 environment (its ``pyvenv.cfg``), so ``model.py`` files import the caller's packages, editable installs
-included. Readiness and the model index are read over HTTP with the standard library, so starting a
-server needs no tritonclient.
+included. Readiness, the model index and model control go over gRPC (``tritonclient.grpc``), the one
+endpoint that is always served: HTTP is off unless asked for (see :mod:`.access` for why).
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from magnet_triton.errors import MagnetError
+from magnet_triton.server.access import AdminKey, GrpcTls
 from magnet_triton.server.install import ServerInstall, find_tritonserver
+from magnet_triton.server.stubs import Stub, live_stubs
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ LOG_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"^E\d{4} ")
 #: Errors the bundled server always logs on a machine without a GPU.
 _HARMLESS = ("CudaDriverHelper has not been initialized",)
+#: Seconds ``stop()`` still waits once every Python-backend stub has exited. Triton's unload of an
+#: instance whose stub was killed never returns, so without this a stop after a stub death always
+#: waits out ``--exit-timeout-secs`` (30 s); what is left to unload then holds no Python work.
+STOP_GRACE_AFTER_STUBS_S = 3.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -103,6 +109,27 @@ def check_backends(repository: Path, install: ServerInstall) -> None:
         )
 
 
+def _wait_for_exit(proc: subprocess.Popen[bytes], timeout_s: float, *, watch_stubs: bool) -> bool:
+    """Wait for a terminated server to exit; False if it is still running when it should not be.
+
+    With ``watch_stubs``, a server that outlives its last Python-backend stub by
+    :data:`STOP_GRACE_AFTER_STUBS_S` counts as stuck (see there).
+    """
+    deadline = time.monotonic() + timeout_s
+    stubs_gone_at: float | None = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now > deadline:
+            return False
+        if watch_stubs and stubs_gone_at is None and not live_stubs(proc.pid):
+            stubs_gone_at = now
+        if stubs_gone_at is not None and now - stubs_gone_at > STOP_GRACE_AFTER_STUBS_S:
+            log.info("tritonserver still unloading an instance whose stub is gone; not waiting for it")
+            return False
+        time.sleep(0.1)
+    return True
+
+
 class TritonServer:
     """A ``tritonserver`` process serving one model repository; a context manager.
 
@@ -113,6 +140,14 @@ class TritonServer:
         model_repository: the folder passed as ``--model-repository``.
         grpc_port, http_port, metrics_port: ports; None picks free ones.
         host: address the endpoints bind to; 127.0.0.1 keeps the server local.
+        http: serve HTTP too. Off by default: Triton's HTTP endpoint allocates an input of the shape a
+            request declares before checking its body (a 97-byte request declaring 65536 x 65536 x 3
+            bytes costs 12 GB), which its gRPC endpoint refuses at once.
+        admin_key: close Triton's shared-memory, model-repository, logging and trace APIs behind this
+            header (:class:`~magnet_triton.server.access.AdminKey`); None leaves them open.
+        tls: serve gRPC over TLS with this certificate.
+        model_control: start in Triton's explicit model-control mode (every model loaded at start),
+            so :meth:`reload_model` can replace a model whose instance died.
         startup_timeout_s: seconds to wait for readiness.
         stop_timeout_s: seconds to wait after SIGTERM before SIGKILL.
         extra_args: more ``tritonserver`` arguments, appended last.
@@ -137,9 +172,20 @@ class TritonServer:
         python_shm_default_byte_size: int = DEFAULT_PYTHON_SHM_BYTE_SIZE,
         python_shm_growth_byte_size: int = DEFAULT_PYTHON_SHM_GROWTH_BYTE_SIZE,
         install: ServerInstall | None = None,
+        http: bool = False,
+        admin_key: AdminKey | None = None,
+        tls: GrpcTls | None = None,
+        model_control: bool = False,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
-        self._requested_ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+        self._requested_ports = {"grpc": grpc_port, "metrics": metrics_port}
+        if http:
+            self._requested_ports["http"] = http_port
+        self.http = http
+        self.admin_key = admin_key
+        self.tls = tls
+        self.model_control = model_control
+        self._client: Any = None
         self._ports: dict[str, int] = {}
         self.host = host
         self.startup_timeout_s = startup_timeout_s
@@ -173,7 +219,9 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        """``host:port`` of the HTTP endpoint, as ``tritonclient.http`` takes it."""
+        """``host:port`` of the HTTP endpoint, as ``tritonclient.http`` takes it (only with ``http=True``)."""
+        if not self.http:
+            raise RuntimeError("this server does not serve HTTP (start it with http=True)")
         return self._url("http")
 
     @property
@@ -212,8 +260,11 @@ class TritonServer:
             f"--model-repository={self.model_repository}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self._ports['grpc']}",
-            f"--http-address={self.host}",
-            f"--http-port={self._ports['http']}",
+            *(
+                [f"--http-address={self.host}", f"--http-port={self._ports['http']}"]
+                if self.http
+                else ["--allow-http=false"]
+            ),
             "--allow-metrics=true",
             f"--metrics-address={self.host}",
             f"--metrics-port={self._ports['metrics']}",
@@ -221,6 +272,12 @@ class TritonServer:
             f"--backend-config=python,shm-growth-byte-size={self.python_shm_growth_byte_size}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
+        if self.model_control:
+            cmd += ["--model-control-mode=explicit", "--load-model=*"]
+        if self.admin_key is not None:
+            cmd += self.admin_key.tritonserver_args(http=self.http)
+        if self.tls is not None:
+            cmd += self.tls.tritonserver_args()
         if install.backend_dir is not None:
             cmd.insert(2, f"--backend-directory={install.backend_dir}")
         if install.cache_dir is not None:
@@ -299,20 +356,40 @@ class TritonServer:
                 start_new_session=True,
             )
 
+    def admin_client(self) -> Any:
+        """A ``tritonclient.grpc`` client of this server (TLS as served); pass :meth:`admin_headers`."""
+        if self._client is None:
+            import tritonclient.grpc as grpc
+
+            tls = self.tls.client_kwargs() if self.tls is not None else {}
+            self._client = grpc.InferenceServerClient(self.grpc_url, **tls)
+        return self._client
+
+    def admin_headers(self) -> dict[str, str] | None:
+        """The headers that open the restricted APIs, None when they are open."""
+        return self.admin_key.headers() if self.admin_key is not None else None
+
+    def is_ready(self) -> bool:
+        """Triton's own readiness (strict: every model ready); False when it does not answer."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self.admin_client().is_server_ready(client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
     def _wait_ready(self) -> None:
         assert self._proc is not None
         started = time.monotonic()
         deadline = started + self.startup_timeout_s
-        ready_url = f"http://{self.http_url}/v2/health/ready"
         while True:
             code = self._proc.poll()
             if code is not None:
                 raise MagnetError(self._startup_failure(f"tritonserver exited with status {code}"))
-            # Triton starts strict-ready (the default): 200 only once every model is ready.
-            with contextlib.suppress(OSError), urllib.request.urlopen(ready_url, timeout=2.0) as response:
-                if response.status == 200:
-                    log.info("tritonserver ready in %.1f s", time.monotonic() - started)
-                    return
+            # Triton starts strict-ready (the default): ready only once every model is ready.
+            if self.is_ready():
+                log.info("tritonserver ready in %.1f s", time.monotonic() - started)
+                return
             if time.monotonic() > deadline:
                 raise MagnetError(
                     self._startup_failure(f"tritonserver was not ready after {self.startup_timeout_s:.0f} s")
@@ -339,19 +416,56 @@ class TritonServer:
             )
         return f"{what}; end of its log ({self._log_path}):\n{text}" + "".join(f"\nhint: {h}" for h in hints)
 
+    def model_states(self) -> dict[tuple[str, str], str]:
+        """Each model version in the repository index and its state (``READY``, ``UNLOADING``, ...)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            index = self.admin_client().get_model_repository_index(
+                headers=self.admin_headers(), as_json=True, client_timeout=5.0
+            )
+        except InferenceServerException as e:
+            raise MagnetError(f"could not read the model index from {self.grpc_url}: {e.message()}") from e
+        return {(m["name"], m.get("version", "")): m.get("state", "") for m in index.get("models", [])}
+
     def ready_models(self) -> list[str]:
         """Names of the models that are ready, from the repository index."""
-        request = urllib.request.Request(
-            f"http://{self.http_url}/v2/repository/index",
-            data=json.dumps({"ready": True}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
+        return sorted({name for (name, _), state in self.model_states().items() if state == "READY"})
+
+    def live_stubs(self) -> list[Stub]:
+        """The server's running Python-backend stubs (empty when it is not running)."""
+        return live_stubs(self._proc.pid) if self.is_running() and self._proc is not None else []
+
+    def reload_model(self, model: str) -> float:
+        """Unload ``model`` and load it again; returns the seconds it took.
+
+        The unload makes Triton's strict readiness false at once (the model leaves the ready set) and
+        returns without waiting, which matters: an instance whose stub was killed never finishes
+        unloading. The load then starts fresh instances beside it and returns once they are ready.
+        Needs ``model_control=True``.
+
+        Raises:
+            MagnetError: the server refused or failed the load; its message.
+        """
+        from tritonclient.utils import InferenceServerException
+
+        if not self.model_control:
+            raise RuntimeError("reload_model needs a server started with model_control=True")
+        started = time.monotonic()
+        client, headers = self.admin_client(), self.admin_headers()
         try:
-            with urllib.request.urlopen(request, timeout=5.0) as response:
-                index = json.load(response)
-        except (OSError, ValueError) as e:
-            raise MagnetError(f"could not read the model index from {self.http_url}: {e}") from e
-        return sorted(entry["name"] for entry in index if entry.get("state") == "READY")
+            client.unload_model(model, headers=headers)
+            client.load_model(model, headers=headers)
+        except InferenceServerException as e:
+            raise MagnetError(f"could not reload {model}: {e.message()}") from e
+        return time.monotonic() - started
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same ports (the last resort of supervision)."""
+        ports = dict(self._ports)
+        self.stop()
+        self._requested_ports = {name: ports.get(name) for name in self._requested_ports}
+        self.start()
 
     def stop(self) -> None:
         """Stop the server: SIGTERM, then SIGKILL to its process group after ``stop_timeout_s``.
@@ -360,13 +474,16 @@ class TritonServer:
         memory. Safe to call more than once.
         """
         proc, self._proc = self._proc, None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
         if proc is not None:
             if proc.poll() is None:
+                had_stubs = bool(live_stubs(proc.pid))
                 proc.terminate()
-                try:
-                    proc.wait(timeout=self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    log.warning("tritonserver did not stop in %.0f s, killing it", self.stop_timeout_s)
+                if not _wait_for_exit(proc, self.stop_timeout_s, watch_stubs=had_stubs):
+                    log.warning("tritonserver did not stop in time, killing it")
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()

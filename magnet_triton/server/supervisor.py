@@ -1,0 +1,191 @@
+"""Supervision of a running :class:`~magnet_triton.server.process.TritonServer`: notice a dead or stuck
+model instance, take the server out of readiness, and bring the model back.
+
+Triton does neither on its own. A killed Python-backend stub (the out-of-memory killer picks the
+backbone's, the largest process) leaves its model "ready" while every request routed to it fails, for
+as long as the server runs. The supervisor looks two ways:
+
+- **stubs** (every ``poll_interval_s``, free): each model's count of live stub processes, against the
+  count it had when last known good. A missing stub is a fault within one poll.
+- **probes** (every ``probe_interval_s``): a real, smallest inference on every model version
+  (:mod:`.probe`). A probe that fails is a fault; one that gets no answer in time is one only if the
+  model finished no other request meanwhile (a busy model is slow, a stuck one is silent).
+
+A faulted model is reloaded (:meth:`TritonServer.reload_model`: the unload makes the server not ready
+at once, the load returns once fresh instances answer). When that fails, or ``tritonserver`` itself
+died, the server is restarted on the same ports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from magnet_triton.errors import MagnetError
+from magnet_triton.server.probe import probe_server
+from magnet_triton.server.process import TritonServer
+from magnet_triton.server.stubs import count_by_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A model found broken, and how."""
+
+    model: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What was done about a fault (``reloaded`` the model, ``restarted`` the server), and how long it took."""
+
+    fault: Fault
+    action: str
+    seconds: float
+
+
+class Supervisor:
+    """Checks ``server`` and repairs it; call :meth:`step` in a loop (``magnet-triton serve`` does).
+
+    Args:
+        server: a started server, with ``model_control=True`` (so a model can be reloaded).
+        poll_interval_s: the pause :meth:`run` makes between steps.
+        probe_interval_s: seconds between probe rounds; 0 turns probing off (stubs only).
+        probe_timeout_s: how long one probe request may take before the model's progress is checked.
+        say: where events go (a line each), besides the log.
+    """
+
+    def __init__(
+        self,
+        server: TritonServer,
+        *,
+        poll_interval_s: float = 0.5,
+        probe_interval_s: float = 30.0,
+        probe_timeout_s: float = 30.0,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        if not server.model_control:
+            raise ValueError("supervision needs a server started with model_control=True")
+        self.server = server
+        self.poll_interval_s = poll_interval_s
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self._say = say
+        #: Stubs of instances being replaced: a healthy one of a reloaded model lives on until its
+        #: unload ends (after its in-flight requests), and must count neither way.
+        self._retired: set[int] = set()
+        self._expected_stubs = self._count_stubs()
+        self._next_probe = time.monotonic() + probe_interval_s
+        #: Every repair made, oldest first.
+        self.repairs: list[Repair] = []
+
+    def _count_stubs(self) -> dict[str, int]:
+        stubs = self.server.live_stubs()
+        self._retired &= {s.pid for s in stubs}  # pids are reused: forget the ones that are gone
+        return count_by_model([s for s in stubs if s.pid not in self._retired])
+
+    def _event(self, text: str) -> None:
+        log.warning("%s", text)
+        self._say(f"supervisor: {text}")
+
+    # -- looking ------------------------------------------------------------------------------------
+    def stub_faults(self) -> list[Fault]:
+        """Models with fewer live stubs than they had when last known good."""
+        live = self._count_stubs()
+        return [
+            Fault(model, f"{expected - live.get(model, 0)} of its {expected} stub processes died")
+            for model, expected in sorted(self._expected_stubs.items())
+            if live.get(model, 0) < expected
+        ]
+
+    def probe_faults(self) -> list[Fault]:
+        """Models whose probe failed, or got no answer while the model finished nothing else."""
+        client, headers = self.server.admin_client(), self.server.admin_headers()
+        before = _success_counts(client, headers)
+        faults = []
+        for result in probe_server(client, timeout_s=self.probe_timeout_s, headers=headers):
+            if result.ok:
+                continue
+            if result.timed_out and _success_counts(client, headers).get(result.model, 0) > before.get(
+                result.model, 0
+            ):
+                continue  # busy, not stuck: it answered others while our probe waited
+            faults.append(
+                Fault(
+                    result.model, f"probe {'got no answer' if result.timed_out else 'failed'}: {result.error}"
+                )
+            )
+        return faults
+
+    def check(self) -> list[Fault]:
+        """Stub faults always; probe faults too when a round is due. One fault per model."""
+        faults = self.stub_faults()
+        if self.probe_interval_s > 0 and time.monotonic() >= self._next_probe and not faults:
+            try:
+                faults = self.probe_faults()
+            except Exception as e:  # the server does not answer at all: restart it
+                faults = [Fault("tritonserver", f"does not answer: {e}")]
+            self._next_probe = time.monotonic() + self.probe_interval_s
+        unique: dict[str, Fault] = {}
+        for fault in faults:
+            unique.setdefault(fault.model, fault)
+        return list(unique.values())
+
+    # -- repairing ----------------------------------------------------------------------------------
+    def repair(self, faults: list[Fault]) -> None:
+        """Reload each faulted model; restart the server when a reload fails or the server is gone."""
+        for fault in faults:
+            started = time.monotonic()
+            self._retired |= {s.pid for s in self.server.live_stubs() if s.model == fault.model}
+            self._event(f"{fault}; reloading {fault.model}")
+            action = "reloaded"
+            try:
+                if fault.model == "tritonserver":
+                    raise MagnetError("the server itself")
+                self.server.reload_model(fault.model)
+            except MagnetError as e:
+                self._event(f"reload failed ({e}); restarting tritonserver")
+                self.server.restart()
+                action = "restarted"
+            self.repairs.append(Repair(fault, action, time.monotonic() - started))
+            self._event(f"{fault.model} {action}, serving again after {time.monotonic() - started:.1f} s")
+        self._expected_stubs = self._count_stubs()
+
+    def step(self) -> list[Fault]:
+        """One look, and the repairs it calls for; returns the faults found."""
+        if not self.server.is_running():
+            faults = [Fault("tritonserver", "the process exited")]
+            self._event(f"{faults[0]}; restarting it")
+            started = time.monotonic()
+            self.server.restart()
+            self.repairs.append(Repair(faults[0], "restarted", time.monotonic() - started))
+            self._retired.clear()
+            self._expected_stubs = self._count_stubs()
+            return faults
+        faults = self.check()
+        if faults:
+            self.repair(faults)
+        return faults
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Step every ``poll_interval_s`` until ``should_stop()``."""
+        while not should_stop():
+            self.step()
+            time.sleep(self.poll_interval_s)
+
+
+def _success_counts(client: object, headers: dict[str, str] | None) -> dict[str, int]:
+    """Each model's count of successful inferences, from Triton's statistics (all versions)."""
+    stats = client.get_inference_statistics(headers=headers, as_json=True)  # type: ignore[attr-defined]
+    counts: dict[str, int] = {}
+    for model in stats.get("model_stats", []):
+        success = int(model.get("inference_stats", {}).get("success", {}).get("count", 0) or 0)
+        counts[model["name"]] = counts.get(model["name"], 0) + success
+    return counts
