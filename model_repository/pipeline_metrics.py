@@ -13,8 +13,8 @@ family of its own, created through the Python backend's custom-metrics API (``Me
 The outcome is the one :func:`~magnet_triton.model_repository.responses.outcome_of` derives from what
 the request raised, the reason a :class:`~magnet_triton.errors.MagnetError` subclass's ``reason``.
 Every instance of the model adds to the same series (Triton shares a family and its labelled metrics
-by name). Requests Triton turns away before the model sees them are Triton's to count
-(``nv_inference_request_failure{reason="REJECTED"}``).
+by name). Requests Triton turns away from the queue never reach the model: Triton counts a queue
+timeout in ``nv_inference_request_failure{reason="REJECTED"}``, and (2.51) a full-queue refusal nowhere.
 """
 
 from __future__ import annotations
