@@ -150,5 +150,6 @@ class TritonPythonModel:
         )
 
     def finalize(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
+        metrics = getattr(self, "metrics", None)  # absent when initialize failed before making it
+        if metrics is not None:
+            metrics.close()
