@@ -90,6 +90,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="refuse a request whose settings would replace more points (0: no cap)",
     )
+    parser.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests that may wait for a magnet_pipeline instance; one more is answered UNAVAILABLE at "
+        "once (default: 4 per pipeline instance, so a queued request waits behind at most 4 runs of "
+        "each; 0: no limit)",
+    )
+    parser.add_argument(
+        "--queue-timeout-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="answer a request still queued after MS milliseconds UNAVAILABLE instead of running it; a "
+        "client may ask for less per request, never more (default 0: none, since the queue limit already "
+        "bounds the wait and a client's own deadline cancels its request)",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the networks' warm-up at load")
     parser.add_argument(
         "--cuda-graphs", action="store_true", help="gpu/torch: replay one CUDA graph per batch size"
@@ -118,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_patches_per_request=args.max_patches_per_request,
         max_points_per_request=args.max_points_per_request,
+        max_queue_size=args.max_queue_size,
+        queue_timeout_ms=args.queue_timeout_ms,
         warmup=not args.no_warmup,
         precision=args.precision,
         cuda_graphs=args.cuda_graphs,

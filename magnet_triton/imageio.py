@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from magnet_triton.errors import MagnetError
+from magnet_triton.errors import ImageTooLarge, MagnetError
 
 #: What the bundle decodes, by Pillow's format name. Other formats are refused with this list, not
 #: guessed at. (The multi-picture JPEGs of phone cameras open as JPEG; their first picture is read.)
@@ -63,7 +63,7 @@ def decode_image(
         with img:
             width, height = img.size
             if width * height > max_pixels:
-                raise MagnetError(
+                raise ImageTooLarge(
                     f"{source} declares {width}x{height} = {width * height} pixels, over the limit of "
                     f"{max_pixels}; send a smaller image"
                 )
@@ -83,7 +83,7 @@ def decode_image(
         found = re.search(r"\((\d+) pixels\)", str(e))
         declared = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow opens"
         limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
-        raise MagnetError(
+        raise ImageTooLarge(
             f"{source} declares {declared}, over the limit of {limit}; send a smaller image"
         ) from None
     except UnidentifiedImageError:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from magnet_triton import io_spec, request_options
-from magnet_triton.errors import MagnetError
+from magnet_triton.errors import ImageTooLarge, MagnetError, OverWorkCap, UnknownParameter
 from magnet_triton.model_repository.bls_networks import BLSNetworks
 from magnet_triton.model_repository.config_params import instance_device, model_parameters
+from magnet_triton.model_repository.pipeline_metrics import PipelineMetrics
 from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.ops.steps import steps_for_device
 from magnet_triton.pipeline import check_image, request_work, run_magnet
@@ -35,7 +36,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 16 * 1024 * 1024
 def check_image_size(image: np.ndarray, max_pixels: int) -> None:
     height, width = image.shape[:2]
     if height * width > max_pixels:
-        raise MagnetError(
+        raise ImageTooLarge(
             f"the image is {width}x{height} = {width * height} pixels, over this server's limit of "
             f"{max_pixels} (parameter max_image_pixels of {io_spec.PIPELINE_MODEL}); send a smaller image"
         )
@@ -53,7 +54,7 @@ def check_work(settings: Settings, max_patches: int, max_points: int) -> None:
         ("points", points, max_points, "max_points_per_request"),
     ):
         if cap and wanted > cap:
-            raise MagnetError(
+            raise OverWorkCap(
                 f"this request would refine {wanted} {what}, over this server's cap of {cap} "
                 f"(parameter {parameter} of {io_spec.PIPELINE_MODEL}); ask for fewer (n_patches, n_points) "
                 "or mode magnet-fast"
@@ -64,14 +65,14 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
     """Overrides from optional inputs and from request parameters (inputs win), keyed by option name.
 
     Raises:
-        MagnetError: a request parameter that is no option (a misspelling would otherwise be ignored).
+        UnknownParameter: a request parameter that is no option (a misspelling would otherwise be ignored).
     """
     raw: dict[str, Any] = {}
     parameters = json.loads(request.parameters() or "{}")
     known = request_options.option_names()
     for name in parameters:
         if name not in known and name not in _TRITON_PARAMETERS and not name.startswith("triton_"):
-            raise MagnetError(f"unknown request parameter {name!r}; known: {', '.join(known)}")
+            raise UnknownParameter(f"unknown request parameter {name!r}; known: {', '.join(known)}")
     for option in request_options.REQUEST_OPTIONS:
         if option.parameter in parameters:
             raw[option.name] = parameters[option.parameter]
@@ -103,6 +104,8 @@ class TritonPythonModel:
             pb_utils, device=self.device, max_batch=int(params.get("bls_max_batch", "8"))
         )
         torch.set_num_threads(int(params.get("torch_threads", "0")) or len(os.sched_getaffinity(0)))
+        # Triton's own counters call every answered request a success; these say how it was answered.
+        self.metrics = PipelineMetrics.create(pb_utils)
         log.info(
             "magnet_pipeline ready: preset %s on %s, steps %s, %d torch threads",
             self.settings.name,
@@ -141,4 +144,12 @@ class TritonPythonModel:
         return pb.InferenceResponse(output_tensors=outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return respond_to_each(requests, self._segment, self.pb_utils, io_spec.PIPELINE_MODEL, log)
+        count = self.metrics.count if self.metrics is not None else None
+        return respond_to_each(
+            requests, self._segment, self.pb_utils, io_spec.PIPELINE_MODEL, log, on_outcome=count
+        )
+
+    def finalize(self) -> None:
+        metrics = getattr(self, "metrics", None)  # absent when initialize failed before making it
+        if metrics is not None:
+            metrics.close()

@@ -6,6 +6,9 @@ a callable the test gives, which plays the composing models. Install it for one 
 
     pb_utils = fake_triton.install(monkeypatch, bls=lambda request: ...)
 
+Custom metrics (``MetricFamily``) keep their values in the module's ``metric_values``, keyed by family
+name and labels, as Triton shares one series among every instance that makes it.
+
 What the fake does not model: GPU memory (DLPack goes through torch, on whatever device the tensor is),
 shared memory, decoupled models, and Triton's own checks of inputs against the config (dtypes, dims,
 optional inputs), which happen before ``execute`` in the real server.
@@ -18,7 +21,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -185,6 +188,42 @@ def get_output_tensor_by_name(response: InferenceResponse, name: str) -> Tensor 
     return _by_name(response.output_tensors(), name)
 
 
+class Metric:
+    """One labelled series of a :class:`MetricFamily`: ``increment`` and ``value`` as the real one."""
+
+    def __init__(
+        self, values: dict[tuple[str, frozenset], float], key: tuple[str, frozenset], kind: int
+    ) -> None:
+        self._values, self._key, self._kind = values, key, kind
+        values.setdefault(key, 0.0)
+
+    def increment(self, value: float) -> None:
+        if self._kind == MetricFamily.COUNTER and value < 0:
+            # As Triton: a counter only goes up.
+            raise TritonModelException("COUNTER can only be incremented monotonically by non-negative values")
+        self._values[self._key] += value
+
+    def value(self) -> float:
+        return self._values[self._key]
+
+
+class MetricFamily:
+    """``MetricFamily(name=..., description=..., kind=...)``; ``Metric(labels={...})`` makes a series."""
+
+    COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
+    #: Set by make_pb_utils: the module's shared store of values.
+    _values: ClassVar[dict[tuple[str, frozenset], float]] = {}
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        if kind not in (self.COUNTER, self.GAUGE):
+            raise TritonModelException(f"the fake has counters and gauges only, not kind {kind}")
+        self.name, self.description, self.kind = name, description, kind
+
+    def Metric(self, labels: dict[str, str] | None = None) -> Metric:
+        key = (self.name, frozenset((labels or {}).items()))
+        return Metric(self._values, key, self.kind)
+
+
 def make_pb_utils(bls: Callable[[InferenceRequest], InferenceResponse] | None = None) -> ModuleType:
     """A fresh ``triton_python_backend_utils`` module whose BLS requests ``exec`` by calling ``bls``.
 
@@ -193,6 +232,9 @@ def make_pb_utils(bls: Callable[[InferenceRequest], InferenceResponse] | None = 
     module = ModuleType("triton_python_backend_utils")
     module.__doc__ = __doc__
     module.in_flight = module.max_in_flight = 0  # BLS calls sent with async_exec, now and at most
+    #: (family name, frozenset of label items) -> value, of every metric made through this module.
+    module.metric_values = {}
+    module.MetricFamily = type("MetricFamily", (MetricFamily,), {"_values": module.metric_values})
 
     class BoundInferenceRequest(InferenceRequest):
         def exec(self, decoupled: bool = False) -> InferenceResponse:

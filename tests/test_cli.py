@@ -88,6 +88,10 @@ def test_export_writes_a_complete_repository(tmp_path):
                 str(out),
                 "--max-batch",
                 "2",
+                "--max-queue-size",
+                "3",
+                "--queue-timeout-ms",
+                "1500",
             ]
         )
         == 0
@@ -95,6 +99,10 @@ def test_export_writes_a_complete_repository(tmp_path):
     for model in ("magnet", "magnet_decode", "magnet_pipeline", "magnet_backbone", "magnet_refiner"):
         config = text_format.Parse((out / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert config.name == model
+    policy = text_format.Parse(
+        (out / "magnet_pipeline" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    ).dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (3, 1_500_000)
     assert (out / "magnet_backbone" / "1" / "model.onnx").stat().st_size > 1_000_000
     assert (out / "magnet_refiner" / "1" / "model.onnx").exists()
     manifest = read_manifest(out)
@@ -113,6 +121,7 @@ def test_export_writes_a_complete_repository(tmp_path):
         (["--engine", "tensorrt"], "unknown engine 'tensorrt' for target cpu"),
         (["--target", "gpu", "--engine", "onnxruntime"], "unknown engine 'onnxruntime' for target gpu"),
         (["--cuda-graphs"], "CUDA graphs"),
+        (["--max-queue-size", "-1"], "max_queue_size must be >= 0"),
     ],
 )
 def test_export_errors_leave_nothing_behind(tmp_path, capsys, extra, message):

@@ -82,6 +82,32 @@ def test_the_pipeline_config_carries_the_settings_and_limits():
     assert pipeline.instance_group[0].count == 3
 
 
+def test_the_pipeline_queue_holds_four_requests_per_instance_by_default_and_never_times_out():
+    policy = parse(
+        to_pbtxt(
+            model_configs(get_preset("cityscapes"), RepositoryOptions(pipeline_instances=3))[
+                io_spec.PIPELINE_MODEL
+            ]
+        )
+    ).dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 12
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds == 0 and not policy.allow_timeout_override
+
+
+def test_the_pipeline_queue_takes_its_size_and_timeout_from_the_options():
+    options = RepositoryOptions(max_queue_size=5, queue_timeout_ms=2500)
+    pipeline = parse(to_pbtxt(model_configs(get_preset("deepglobe"), options)[io_spec.PIPELINE_MODEL]))
+    policy = pipeline.dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 2_500_000)
+    assert policy.allow_timeout_override  # clients may ask for less (Triton never lets them ask for more)
+    assert pipeline.max_batch_size == 0 and not pipeline.dynamic_batching.preferred_batch_size
+    unlimited = RepositoryOptions(max_queue_size=0)
+    assert model_configs(get_preset("deepglobe"), unlimited)[io_spec.PIPELINE_MODEL]["dynamic_batching"] == {
+        "default_queue_policy": {"timeout_action": "REJECT", "max_queue_size": 0}
+    }
+
+
 def test_the_ensemble_wires_decode_into_the_pipeline():
     ensemble = parse(
         to_pbtxt(model_configs(get_preset("deepglobe"), RepositoryOptions())[io_spec.ENSEMBLE_MODEL])
@@ -163,6 +189,8 @@ def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
         ({"precision": "fp16"}, r"cpu/onnxruntime runs \['fp32'\].*gpu/tensorrt"),
         ({"target": "gpu", "cuda_graphs": True}, "CUDA graphs.*gpu/torch"),
         ({"engine": "tensorrt"}, "unknown engine 'tensorrt' for target cpu"),
+        ({"max_queue_size": -1}, r"max_queue_size must be >= 0 \(0: no limit\), got -1"),
+        ({"queue_timeout_ms": -5}, "queue_timeout_ms must be >= 0, got -5"),
     ],
 )
 def test_bad_repository_options_are_refused(changes, message):

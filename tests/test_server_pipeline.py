@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from magnet_triton import io_spec
+from magnet_triton.model_repository.pipeline_metrics import FAMILY
+from tests.server_metrics import read_metrics, sample, wait_until
 from tests.tiny_repository import SEED, TINY, png_bytes, scene, serving_tiny_repository
 
 pytestmark = pytest.mark.server
@@ -221,7 +223,53 @@ def _wait_for_count(client, count: int) -> float:
     return seconds
 
 
-def test_a_request_abandoned_by_its_client_stops_within_a_scale(client):
+def _answered(server) -> dict[tuple[str, ...], float]:
+    """The pipeline's own counters: (outcome[, reason]) -> requests so far."""
+    return {
+        tuple(v for _, v in sorted(labels)): value
+        for (name, labels), value in read_metrics(server.metrics_url).items()
+        if name == FAMILY
+    }
+
+
+def _triton_successes(server) -> float:
+    return sample(
+        read_metrics(server.metrics_url),
+        "nv_inference_request_success",
+        model=io_spec.PIPELINE_MODEL,
+        version="1",
+    )
+
+
+def _increase(before: dict, after: dict) -> dict:
+    assert set(after) == set(before), "the counters' series changed"
+    return {key: after[key] - before[key] for key in after if after[key] != before[key]}
+
+
+def test_the_metrics_endpoint_counts_each_request_by_how_it_was_answered(client, server):
+    before, triton_before = _answered(server), _triton_successes(server)
+    assert ("success",) in before and ("refused", "over_work_cap") in before  # listed from load, at 0
+    assert_good_request_succeeds(client)
+    with pytest.raises(grpc.InferenceServerException, match="unknown request parameter 'n_patchs'"):
+        client.infer(
+            io_spec.PIPELINE_MODEL,
+            [tensor(io_spec.IMAGE, scene(20, 20), "UINT8")],
+            parameters={"n_patchs": 2},
+        )
+    with pytest.raises(grpc.InferenceServerException, match="limit of 360000"):
+        client.infer(io_spec.PIPELINE_MODEL, BAD_REQUESTS["image over the size limit"]())
+    # Triton records its own counters after the reply: wait for them before comparing ours.
+    wait_until(lambda: _triton_successes(server) >= triton_before + 3, "Triton's counters of 3 requests")
+    assert _increase(before, _answered(server)) == {
+        ("success",): 1,
+        ("refused", "unknown_parameter"): 1,
+        ("refused", "over_limit"): 1,
+    }
+    # Why the pipeline counts for itself: Triton calls all three a success.
+    assert _triton_successes(server) == triton_before + 3
+
+
+def test_a_request_abandoned_by_its_client_stops_within_a_scale(client, server):
     """A gRPC deadline that passes cancels the request in Triton; the pipeline asks before every scale
     and stops, so the abandoned request costs a fraction of a full run (TINY has three scales)."""
     image = scene(500, 700, seed=3)
@@ -233,10 +281,12 @@ def test_a_request_abandoned_by_its_client_stops_within_a_scale(client):
     after = _wait_for_count(client, count + 1)
     full = after - before
     assert full > 0
+    answered = _answered(server)
     with pytest.raises(grpc.InferenceServerException) as error:
         client.infer(io_spec.PIPELINE_MODEL, inputs, client_timeout=full / 10)
     assert error.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     # The server finishes (or stops) the abandoned request on its own time: wait for its statistics.
     total = _wait_for_count(client, count + 2)
     assert total - after < 0.6 * full, (total - after, full)
+    assert _increase(answered, _answered(server)) == {("cancelled",): 1}
     assert_good_request_succeeds(client)

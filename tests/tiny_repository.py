@@ -39,11 +39,14 @@ def build_tiny_repository(
     max_batch: int = 4,
     engine: str | None = None,
     precision: str = "fp32",
+    pipeline_instances: int = 2,
+    max_queue_size: int | None = None,
+    queue_timeout_ms: int = 0,
 ) -> Path:
     """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``.
 
     ``engine``: the CPU runtime (default onnxruntime; ``torch`` serves the PyTorch networks, ``openvino``
-    OpenVINO IR at ``precision``).
+    OpenVINO IR at ``precision``). The rest are the :class:`RepositoryOptions` of the same names.
     """
     from magnet_triton.export.build import export_repository
     from magnet_triton.export.repository import RepositoryOptions
@@ -52,8 +55,10 @@ def build_tiny_repository(
         engine=engine,
         max_batch=max_batch,
         max_image_pixels=max_image_pixels,
-        pipeline_instances=2,
+        pipeline_instances=pipeline_instances,
         precision=precision,
+        max_queue_size=max_queue_size,
+        queue_timeout_ms=queue_timeout_ms,
     )
     return export_repository(TINY, root / "repository", random_seed=SEED, options=options)
 

@@ -1,0 +1,86 @@
+"""Counters of how ``magnet_pipeline`` answered its requests, on Triton's metrics endpoint (``/metrics``).
+
+Triton's own request counters cannot tell: a Python-backend model that answers with an error response
+has still executed, so Triton counts it in ``nv_inference_request_success``, and it counts one failed
+``magnet`` ensemble request twice in ``nv_inference_request_failure``. So the pipeline keeps one counter
+family of its own, created through the Python backend's custom-metrics API (``MetricFamily``)::
+
+    magnet_pipeline_requests_total{outcome="success"}
+    magnet_pipeline_requests_total{outcome="refused", reason="bad_input" | "over_limit" | "over_work_cap" | "unknown_parameter"}
+    magnet_pipeline_requests_total{outcome="failed"}
+    magnet_pipeline_requests_total{outcome="cancelled"}
+
+The outcome is the one :func:`~magnet_triton.model_repository.responses.outcome_of` derives from what
+the request raised, the reason a :class:`~magnet_triton.errors.MagnetError` subclass's ``reason``.
+Every instance of the model adds to the same series (Triton shares a family and its labelled metrics
+by name). Requests Triton turns away from the queue never reach the model: Triton counts a queue
+timeout in ``nv_inference_request_failure{reason="REJECTED"}``, and (2.51) a full-queue refusal nowhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from magnet_triton.errors import REFUSAL_REASONS
+from magnet_triton.model_repository.responses import CANCELLED, FAILED, REFUSED, SUCCESS
+
+log = logging.getLogger(__name__)
+
+FAMILY = "magnet_pipeline_requests_total"
+DESCRIPTION = (
+    "Requests magnet_pipeline answered, by outcome: success; refused (the caller's mistake, reason says "
+    "which); failed (a server error); cancelled (the client cancelled or its deadline passed)"
+)
+
+
+def _labels(outcome: str, reason: str | None) -> dict[str, str]:
+    return {"outcome": outcome} if reason is None else {"outcome": outcome, "reason": reason}
+
+
+class PipelineMetrics:
+    """The pipeline's request counters; :meth:`create` returns None where the backend has no metrics."""
+
+    def __init__(self, family: Any) -> None:
+        self._family = family
+        self._metrics: dict[tuple[str, str | None], Any] = {}
+        # Every series from the start, at 0: a series that appears only at its first increment hides
+        # that first one from Prometheus' rate() and increase().
+        for key in [
+            (SUCCESS, None),
+            *((REFUSED, r) for r in REFUSAL_REASONS),
+            (FAILED, None),
+            (CANCELLED, None),
+        ]:
+            self._metric(*key)
+
+    @classmethod
+    def create(cls, pb_utils: Any) -> PipelineMetrics | None:
+        """The counters, or None (logged) where ``pb_utils`` has no ``MetricFamily`` or metrics are off."""
+        family_type = getattr(pb_utils, "MetricFamily", None)
+        if family_type is None:
+            log.info("this Python backend has no custom metrics (MetricFamily): %s is not counted", FAMILY)
+            return None
+        try:
+            return cls(family_type(name=FAMILY, description=DESCRIPTION, kind=family_type.COUNTER))
+        except Exception as e:  # a server started with metrics off refuses families; serving goes on
+            log.warning("no %s counters: %s", FAMILY, e)
+            return None
+
+    def _metric(self, outcome: str, reason: str | None) -> Any:
+        key = (outcome, reason)
+        if key not in self._metrics:
+            self._metrics[key] = self._family.Metric(labels=_labels(outcome, reason))
+        return self._metrics[key]
+
+    def count(self, outcome: str, reason: str | None = None) -> None:
+        """Add one request answered with ``outcome`` (``reason``: why it was refused)."""
+        try:
+            self._metric(outcome, reason).increment(1)
+        except Exception:  # a counter must never turn an answered request into a failed one
+            log.warning("could not count a %s request in %s", outcome, FAMILY, exc_info=True)
+
+    def close(self) -> None:
+        """Release the metrics, then their family (the backend wants them deleted in that order)."""
+        self._metrics.clear()
+        self._family = None
