@@ -8,6 +8,7 @@ family of its own, created through the Python backend's custom-metrics API (``Me
     magnet_pipeline_requests_total{outcome="success"}
     magnet_pipeline_requests_total{outcome="refused", reason="bad_input" | "over_limit" | "over_work_cap" | "unknown_parameter"}
     magnet_pipeline_requests_total{outcome="failed"}
+    magnet_pipeline_requests_total{outcome="unavailable"}
     magnet_pipeline_requests_total{outcome="cancelled"}
 
 The outcome is the one :func:`~magnet_triton.model_repository.responses.outcome_of` derives from what
@@ -23,14 +24,14 @@ import logging
 from typing import Any
 
 from magnet_triton.errors import REFUSAL_REASONS
-from magnet_triton.model_repository.responses import CANCELLED, FAILED, REFUSED, SUCCESS
+from magnet_triton.model_repository.responses import CANCELLED, FAILED, REFUSED, SUCCESS, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
 FAMILY = "magnet_pipeline_requests_total"
 DESCRIPTION = (
     "Requests magnet_pipeline answered, by outcome: success; refused (the caller's mistake, reason says "
-    "which); failed (a server error); cancelled (the client cancelled or its deadline passed)"
+    "which); failed (a server error); unavailable (a composing model was down); cancelled (the client cancelled or its deadline passed)"
 )
 
 
@@ -50,6 +51,7 @@ class PipelineMetrics:
             (SUCCESS, None),
             *((REFUSED, r) for r in REFUSAL_REASONS),
             (FAILED, None),
+            (UNAVAILABLE, None),
             (CANCELLED, None),
         ]:
             self._metric(*key)

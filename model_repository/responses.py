@@ -18,6 +18,8 @@ from magnet_triton.errors import MagnetError, ServiceUnavailable, WorkStopped
 
 #: How a request was answered (``outcome_of``): the values of the pipeline's ``outcome`` metric label.
 SUCCESS, REFUSED, FAILED, CANCELLED = "success", "refused", "failed", "cancelled"
+#: A part of the server was down (a composing model whose instance died): a fault, not a bug.
+UNAVAILABLE = "unavailable"
 
 
 def outcome_of(error: BaseException | None) -> tuple[str, str | None]:
@@ -28,6 +30,8 @@ def outcome_of(error: BaseException | None) -> tuple[str, str | None]:
         return REFUSED, error.reason
     if isinstance(error, WorkStopped):
         return CANCELLED, None
+    if isinstance(error, ServiceUnavailable):
+        return UNAVAILABLE, None
     return FAILED, None
 
 
@@ -89,6 +93,7 @@ def respond_to_each(
             log.info("%s: %s", model_name, e)
             responses.append(error_response(pb_utils, _triton_error(pb_utils, str(e), "CANCELLED")))
         except ServiceUnavailable as e:  # a part of the server is down: UNAVAILABLE, so clients retry
+            error = e
             log.warning("%s: %s", model_name, e)
             message = f"{model_name} is unavailable: {e}"
             responses.append(error_response(pb_utils, _triton_error(pb_utils, message, "UNAVAILABLE")))

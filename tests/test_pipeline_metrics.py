@@ -59,7 +59,7 @@ def served(monkeypatch, tmp_path, networks):
 
 def test_every_series_is_listed_at_zero_from_load(served):
     _, pb_utils, _ = served
-    expected = {("success", None), ("failed", None), ("cancelled", None)}
+    expected = {("success", None), ("failed", None), ("unavailable", None), ("cancelled", None)}
     expected |= {("refused", reason) for reason in REFUSAL_REASONS}
     assert counts(pb_utils) == dict.fromkeys(expected, 0.0)
     assert set(REFUSAL_REASONS) == {"bad_input", "over_limit", "over_work_cap", "unknown_parameter"}

@@ -153,8 +153,14 @@ def test_a_killed_stub_is_noticed_and_its_model_serves_again(server, model):
 
 def test_a_request_to_a_dead_backbone_fails_unavailable_at_once_not_internal(server):
     from magnet_triton.server.supervisor import Supervisor
+    from tests.server_metrics import read_metrics, sample
+
+    def unavailable() -> float:
+        samples = read_metrics(server.metrics_url)
+        return sample(samples, "magnet_pipeline_requests_total", outcome="unavailable")
 
     supervisor = Supervisor(server, probe_interval_s=0, say=lambda line: None)
+    before = unavailable()
     kill_one_stub(server, io_spec.BACKBONE_MODEL)
     started = time.monotonic()
     with pytest.raises(InferenceServerException) as failure:
@@ -162,6 +168,8 @@ def test_a_request_to_a_dead_backbone_fails_unavailable_at_once_not_internal(ser
     assert time.monotonic() - started < 10, "the request hung instead of failing"
     assert failure.value.status() == "StatusCode.UNAVAILABLE"
     assert "magnet_backbone" in failure.value.message() and "unavailable" in failure.value.message()
+    # The pipeline's own counter says so (Triton's would call it a success of magnet_pipeline).
+    assert unavailable() == before + 1
     repair_by_reload(supervisor, supervisor.check())
     assert ensemble_request(server).shape == (60, 90)
 
