@@ -216,13 +216,25 @@ def test_the_probe_command_fails_on_a_dead_stub_and_passes_once_repaired(server)
 
 
 def test_a_stop_after_a_stub_death_does_not_wait_out_tritons_exit_timeout(repository):
+    """magnet_decode has two instances: killing one retires its healthy sibling, which Triton
+    sometimes never finalises (its unload waits on the dead one). It must be gone soon after (ended
+    by Triton, or killed once idle) and must not hold the stop up."""
     from magnet_triton.server.supervisor import Supervisor
 
     server = start_server(repository, "stop")
     try:
         supervisor = Supervisor(server, probe_interval_s=0, say=lambda line: None)
-        kill_one_stub(server, io_spec.BACKBONE_MODEL)
+        before = {s.pid for s in server.live_stubs() if s.model == io_spec.DECODE_MODEL}
+        killed = kill_one_stub(server, io_spec.DECODE_MODEL)
         repair_by_reload(supervisor, supervisor.check())
+        sibling = (before - {killed}).pop()
+        assert sibling not in {s.pid for s in server.live_stubs()}, "the old instance still counts"
+        assert ensemble_request(server).shape == (60, 90)
+        deadline = time.monotonic() + 30
+        while sibling in {s.pid for s in server.live_stubs(include_retired=True)}:
+            assert time.monotonic() < deadline, "the retired stub neither exited nor was reaped"
+            server.reap_retired(idle_s=1.0)
+            time.sleep(0.2)
         assert ensemble_request(server).shape == (60, 90)
     finally:
         started = time.monotonic()
@@ -230,3 +242,27 @@ def test_a_stop_after_a_stub_death_does_not_wait_out_tritons_exit_timeout(reposi
         stopped_in = time.monotonic() - started
     # Triton alone takes its 30 s exit timeout here (the dead instance never finishes unloading).
     assert stopped_in < 15, f"stop took {stopped_in:.1f} s"
+
+
+def test_the_reaper_kills_an_idle_retired_process_and_spares_a_busy_one(tmp_path):
+    from magnet_triton.server import TritonServer
+
+    server = TritonServer(tmp_path)
+    idle = subprocess.Popen(["sleep", "120"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        now = time.monotonic()
+        server._retired = {idle.pid: (0, now - 10), busy.pid: (0, now - 10)}
+        from magnet_triton.server.stubs import cpu_ticks
+
+        deadline = time.monotonic() + 30
+        while (cpu_ticks(busy.pid) or 0) <= 5:  # beyond the idle budget: 2 % of 1 s is 2 ticks
+            assert time.monotonic() < deadline, "the busy loop used no CPU"
+            time.sleep(0.05)
+        assert server.reap_retired(idle_s=1.0) == [idle.pid]
+        assert idle.wait(timeout=10) == -signal.SIGKILL
+        assert busy.poll() is None and busy.pid in server._retired
+    finally:
+        for proc in (idle, busy):
+            proc.kill()
+            proc.wait()

@@ -29,7 +29,7 @@ from typing import Any
 from magnet_triton.errors import MagnetError
 from magnet_triton.server.access import AdminKey, GrpcTls
 from magnet_triton.server.install import ServerInstall, find_tritonserver
-from magnet_triton.server.stubs import Stub, live_stubs
+from magnet_triton.server.stubs import Stub, cpu_ticks, live_stubs
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,15 @@ LOG_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"^E\d{4} ")
 #: Errors the bundled server always logs on a machine without a GPU.
 _HARMLESS = ("CudaDriverHelper has not been initialized",)
-#: Seconds ``stop()`` still waits once every Python-backend stub has exited. Triton's unload of an
-#: instance whose stub was killed never returns, so without this a stop after a stub death always
-#: waits out ``--exit-timeout-secs`` (30 s); what is left to unload then holds no Python work.
+#: Seconds ``stop()`` still waits once every Python-backend stub left is a retired one (see
+#: :meth:`TritonServer.reload_model`). Triton's unload of a model one of whose stubs was killed never
+#: returns, so without this a stop after a stub death always waits out ``--exit-timeout-secs`` (30 s).
 STOP_GRACE_AFTER_STUBS_S = 3.0
+#: A retired stub that has used (almost) no CPU for this long has finished its last request: it is
+#: killed. Long, since a pipeline waiting on its networks' answers is idle meanwhile.
+RETIRED_STUB_IDLE_S = 60.0
+#: "Almost no CPU": an idle stub's health checks use about 0.1 % of a core.
+IDLE_CPU_FRACTION = 0.02
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -109,10 +114,12 @@ def check_backends(repository: Path, install: ServerInstall) -> None:
         )
 
 
-def _wait_for_exit(proc: subprocess.Popen[bytes], timeout_s: float, *, watch_stubs: bool) -> bool:
+def _wait_for_exit(
+    proc: subprocess.Popen[bytes], timeout_s: float, *, watch_stubs: bool, retired: set[int]
+) -> bool:
     """Wait for a terminated server to exit; False if it is still running when it should not be.
 
-    With ``watch_stubs``, a server that outlives its last Python-backend stub by
+    With ``watch_stubs``, a server that outlives its last Python-backend stub (retired ones aside) by
     :data:`STOP_GRACE_AFTER_STUBS_S` counts as stuck (see there).
     """
     deadline = time.monotonic() + timeout_s
@@ -121,7 +128,7 @@ def _wait_for_exit(proc: subprocess.Popen[bytes], timeout_s: float, *, watch_stu
         now = time.monotonic()
         if now > deadline:
             return False
-        if watch_stubs and stubs_gone_at is None and not live_stubs(proc.pid):
+        if watch_stubs and stubs_gone_at is None and all(s.pid in retired for s in live_stubs(proc.pid)):
             stubs_gone_at = now
         if stubs_gone_at is not None and now - stubs_gone_at > STOP_GRACE_AFTER_STUBS_S:
             log.info("tritonserver still unloading an instance whose stub is gone; not waiting for it")
@@ -186,6 +193,9 @@ class TritonServer:
         self.tls = tls
         self.model_control = model_control
         self._client: Any = None
+        #: Stubs of instances replaced by :meth:`reload_model`: pid -> (CPU ticks, time) at the start of
+        #: the window in which it is watched for idleness.
+        self._retired: dict[int, tuple[int, float]] = {}
         self._ports: dict[str, int] = {}
         self.host = host
         self.startup_timeout_s = startup_timeout_s
@@ -432,9 +442,38 @@ class TritonServer:
         """Names of the models that are ready, from the repository index."""
         return sorted({name for (name, _), state in self.model_states().items() if state == "READY"})
 
-    def live_stubs(self) -> list[Stub]:
-        """The server's running Python-backend stubs (empty when it is not running)."""
-        return live_stubs(self._proc.pid) if self.is_running() and self._proc is not None else []
+    def live_stubs(self, *, include_retired: bool = False) -> list[Stub]:
+        """The server's running Python-backend stubs (empty when it is not running).
+
+        Unless ``include_retired``, without the stubs of instances :meth:`reload_model` replaced.
+        """
+        stubs = live_stubs(self._proc.pid) if self.is_running() and self._proc is not None else []
+        return stubs if include_retired else [s for s in stubs if s.pid not in self._retired]
+
+    def reap_retired(self, idle_s: float = RETIRED_STUB_IDLE_S) -> list[int]:
+        """Kill the retired stubs that used almost no CPU over ``idle_s``; returns their pids.
+
+        When a model with several instances is reloaded because one stub died, Triton's unload never
+        finishes (it waits on the dead one), so the healthy old instances are never finalised: their
+        stubs would idle, holding their memory, until the server stops. They are left to finish the
+        requests they had (those use CPU) and killed once idle.
+        """
+        now, killed = time.monotonic(), []
+        budget = IDLE_CPU_FRACTION * idle_s * os.sysconf("SC_CLK_TCK")
+        for pid, (ticks, since) in list(self._retired.items()):
+            current = cpu_ticks(pid)
+            if current is None:
+                del self._retired[pid]
+            elif now - since < idle_s:
+                continue
+            elif current - ticks > budget:  # still working: watch the next window
+                self._retired[pid] = (current, now)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                del self._retired[pid]
+                killed.append(pid)
+        return killed
 
     def reload_model(self, model: str) -> float:
         """Unload ``model`` and load it again; returns the seconds it took.
@@ -452,6 +491,9 @@ class TritonServer:
         if not self.model_control:
             raise RuntimeError("reload_model needs a server started with model_control=True")
         started = time.monotonic()
+        for stub in self.live_stubs():
+            if stub.model == model:
+                self._retired[stub.pid] = (cpu_ticks(stub.pid) or 0, started)
         client, headers = self.admin_client(), self.admin_headers()
         try:
             client.unload_model(model, headers=headers)
@@ -474,6 +516,8 @@ class TritonServer:
         memory. Safe to call more than once.
         """
         proc, self._proc = self._proc, None
+        retired = set(self._retired)
+        self._retired = {}
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
@@ -482,7 +526,7 @@ class TritonServer:
             if proc.poll() is None:
                 had_stubs = bool(live_stubs(proc.pid))
                 proc.terminate()
-                if not _wait_for_exit(proc, self.stop_timeout_s, watch_stubs=had_stubs):
+                if not _wait_for_exit(proc, self.stop_timeout_s, watch_stubs=had_stubs, retired=retired):
                     log.warning("tritonserver did not stop in time, killing it")
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)

@@ -70,3 +70,13 @@ def count_by_model(stubs: list[Stub]) -> dict[str, int]:
     for stub in stubs:
         counts[stub.model] = counts.get(stub.model, 0) + 1
     return counts
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User plus system CPU time ``pid`` has used, in clock ticks; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime field 14 and stime field 15 of proc(5).
+    return int(fields[11]) + int(fields[12])

@@ -19,6 +19,7 @@ died, the server is restarted on the same ports.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from magnet_triton.server.process import TritonServer
 from magnet_triton.server.stubs import count_by_model
 
 log = logging.getLogger(__name__)
+
+#: Probe errors that mean the model is busy, not broken: Triton turned the probe away from a full
+#: queue, or it waited in the queue past its timeout.
+BUSY = ("Exceeds maximum queue size", "Request timeout expired")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,11 @@ class Repair:
 
 
 class Supervisor:
-    """Checks ``server`` and repairs it; call :meth:`step` in a loop (``magnet-triton serve`` does).
+    """Checks ``server`` and repairs it; call :meth:`step` in a loop, or :meth:`run` (``serve`` does).
+
+    Stubs are looked at in :meth:`step`; probes run in a thread of their own (:meth:`run` starts it),
+    since a probe may wait behind real work for up to ``probe_timeout_s`` and a dead stub must still be
+    seen within one poll. Repairs happen in :meth:`step` only, one at a time.
 
     Args:
         server: a started server, with ``model_control=True`` (so a model can be reloaded).
@@ -78,18 +87,14 @@ class Supervisor:
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
         self._say = say
-        #: Stubs of instances being replaced: a healthy one of a reloaded model lives on until its
-        #: unload ends (after its in-flight requests), and must count neither way.
-        self._retired: set[int] = set()
-        self._expected_stubs = self._count_stubs()
-        self._next_probe = time.monotonic() + probe_interval_s
+        self._expected_stubs = count_by_model(server.live_stubs())
+        #: Faults the probe thread found, for the next step to repair.
+        self._probed: list[Fault] = []
+        self._lock = threading.Lock()
+        #: Bumped by every repair: a probe round that overlapped one is not believed.
+        self._generation = 0
         #: Every repair made, oldest first.
         self.repairs: list[Repair] = []
-
-    def _count_stubs(self) -> dict[str, int]:
-        stubs = self.server.live_stubs()
-        self._retired &= {s.pid for s in stubs}  # pids are reused: forget the ones that are gone
-        return count_by_model([s for s in stubs if s.pid not in self._retired])
 
     def _event(self, text: str) -> None:
         log.warning("%s", text)
@@ -98,7 +103,7 @@ class Supervisor:
     # -- looking ------------------------------------------------------------------------------------
     def stub_faults(self) -> list[Fault]:
         """Models with fewer live stubs than they had when last known good."""
-        live = self._count_stubs()
+        live = count_by_model(self.server.live_stubs())
         return [
             Fault(model, f"{expected - live.get(model, 0)} of its {expected} stub processes died")
             for model, expected in sorted(self._expected_stubs.items())
@@ -106,79 +111,101 @@ class Supervisor:
         ]
 
     def probe_faults(self) -> list[Fault]:
-        """Models whose probe failed, or got no answer while the model finished nothing else."""
+        """Models whose probe failed, or got no answer while the model finished nothing else.
+
+        A model that is busy is not faulty: a probe Triton turned away from a full queue, or one that
+        timed out while the model completed other requests, counts as an answer.
+        """
         client, headers = self.server.admin_client(), self.server.admin_headers()
         before = _success_counts(client, headers)
         faults = []
         for result in probe_server(client, timeout_s=self.probe_timeout_s, headers=headers):
-            if result.ok:
+            if result.ok or any(words in result.error for words in BUSY):
                 continue
-            if result.timed_out and _success_counts(client, headers).get(result.model, 0) > before.get(
-                result.model, 0
-            ):
-                continue  # busy, not stuck: it answered others while our probe waited
-            faults.append(
-                Fault(
-                    result.model, f"probe {'got no answer' if result.timed_out else 'failed'}: {result.error}"
-                )
-            )
+            progressed = _success_counts(client, headers).get(result.model, 0) > before.get(result.model, 0)
+            if result.timed_out and progressed:
+                continue
+            what = "got no answer" if result.timed_out else "failed"
+            faults.append(Fault(result.model, f"probe {what}: {result.error}"))
         return faults
 
+    def _probe_round(self) -> None:
+        generation = self._generation
+        try:
+            faults = self.probe_faults()
+        except Exception as e:  # the server does not answer at all: restart it
+            faults = [Fault("tritonserver", f"does not answer probes: {e}")]
+        with self._lock:
+            if generation == self._generation:  # no repair meanwhile, so the answers are of now
+                self._probed.extend(faults)
+
     def check(self) -> list[Fault]:
-        """Stub faults always; probe faults too when a round is due. One fault per model."""
-        faults = self.stub_faults()
-        if self.probe_interval_s > 0 and time.monotonic() >= self._next_probe and not faults:
-            try:
-                faults = self.probe_faults()
-            except Exception as e:  # the server does not answer at all: restart it
-                faults = [Fault("tritonserver", f"does not answer: {e}")]
-            self._next_probe = time.monotonic() + self.probe_interval_s
+        """Stub faults, and the probe faults found since the last check. One fault per model."""
+        with self._lock:
+            probed, self._probed = self._probed, []
         unique: dict[str, Fault] = {}
-        for fault in faults:
+        for fault in [*self.stub_faults(), *probed]:
             unique.setdefault(fault.model, fault)
         return list(unique.values())
 
     # -- repairing ----------------------------------------------------------------------------------
+    def _record(self, fault: Fault, action: str, started: float) -> None:
+        seconds = time.monotonic() - started
+        self.repairs.append(Repair(fault, action, seconds))
+        self._event(f"{fault.model} {action}, serving again after {seconds:.1f} s")
+
     def repair(self, faults: list[Fault]) -> None:
         """Reload each faulted model; restart the server when a reload fails or the server is gone."""
         for fault in faults:
+            with self._lock:
+                self._generation += 1
             started = time.monotonic()
-            self._retired |= {s.pid for s in self.server.live_stubs() if s.model == fault.model}
+            if fault.model == "tritonserver":
+                self._event(f"{fault}; restarting it")
+                self.server.restart()
+                self._record(fault, "restarted", started)
+                continue
             self._event(f"{fault}; reloading {fault.model}")
-            action = "reloaded"
             try:
-                if fault.model == "tritonserver":
-                    raise MagnetError("the server itself")
                 self.server.reload_model(fault.model)
+                self._record(fault, "reloaded", started)
             except MagnetError as e:
                 self._event(f"reload failed ({e}); restarting tritonserver")
                 self.server.restart()
-                action = "restarted"
-            self.repairs.append(Repair(fault, action, time.monotonic() - started))
-            self._event(f"{fault.model} {action}, serving again after {time.monotonic() - started:.1f} s")
-        self._expected_stubs = self._count_stubs()
+                self._record(fault, "restarted", started)
+        with self._lock:
+            self._generation += 1
+        self._expected_stubs = count_by_model(self.server.live_stubs())
 
     def step(self) -> list[Fault]:
         """One look, and the repairs it calls for; returns the faults found."""
         if not self.server.is_running():
             faults = [Fault("tritonserver", "the process exited")]
-            self._event(f"{faults[0]}; restarting it")
-            started = time.monotonic()
-            self.server.restart()
-            self.repairs.append(Repair(faults[0], "restarted", time.monotonic() - started))
-            self._retired.clear()
-            self._expected_stubs = self._count_stubs()
-            return faults
-        faults = self.check()
+        else:
+            for pid in self.server.reap_retired():
+                log.info("killed idle stub %d of a replaced instance", pid)
+            faults = self.check()
         if faults:
             self.repair(faults)
         return faults
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Step every ``poll_interval_s`` until ``should_stop()``."""
-        while not should_stop():
-            self.step()
-            time.sleep(self.poll_interval_s)
+        """Step every ``poll_interval_s`` (and probe every ``probe_interval_s``) until ``should_stop()``."""
+        done = threading.Event()
+
+        def probe_loop() -> None:
+            while not done.wait(self.probe_interval_s):
+                self._probe_round()
+
+        prober = threading.Thread(target=probe_loop, name="magnet-probe", daemon=True)
+        if self.probe_interval_s > 0:
+            prober.start()
+        try:
+            while not should_stop():
+                self.step()
+                time.sleep(self.poll_interval_s)
+        finally:
+            done.set()
 
 
 def _success_counts(client: object, headers: dict[str, str] | None) -> dict[str, int]:

@@ -1,0 +1,482 @@
+"""Soak and fault benchmark: ``magnet-triton serve`` under a mixed load while its stubs are killed.
+
+A bounded run (``--duration-s``) at ``--concurrency`` clients, each sending, at random:
+
+- a good request through the ``magnet`` ensemble (PNG bytes), which must succeed;
+- a bad input (:data:`BAD_INPUTS`), which must be refused INVALID_ARGUMENT, never anything else;
+- an abandoned request (client deadline ``--abandon-after-s``), which the server must stop.
+
+Every ``--kill-every-s`` (randomised 0.5x to 1.5x) one Python-backend stub of a random model gets
+SIGKILL, as the out-of-memory killer would. A readiness watcher (0.2 s) times each fault: the kill,
+the moment Triton's readiness went false, the moment it came back. A good request that fails is
+*expected* when its life overlaps a fault window (from the kill to readiness back, plus 2 s), else
+*unexpected*. The server's memory (RSS of every process of the server, stubs included) and the use of
+``/dev/shm`` are sampled every 5 s; the report gives the RSS growth after warm-up (the first fifth).
+
+Not part of CI (minutes of both cores). Example (the figures in RESULTS.md)::
+
+    python -m benchmarks.soak --preset cityscapes-fast --duration-s 1200 --out runs/soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import load_test_image, machine_record, record_lines, write_json
+from magnet_triton import io_spec
+from magnet_triton.server import free_port
+from magnet_triton.server.stubs import live_stubs
+
+KILLABLE = (io_spec.BACKBONE_MODEL, io_spec.REFINER_MODEL, io_spec.PIPELINE_MODEL, io_spec.DECODE_MODEL)
+#: After readiness is back, how long a failure still counts as the fault's.
+FAULT_GRACE_S = 2.0
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small valid PNG whose header declares ``width`` x ``height`` (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _bytes_input(grpc: Any, data: bytes) -> Any:
+    tensor = grpc.InferInput(io_spec.IMAGE_BYTES, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([data], dtype=np.object_))
+    return tensor
+
+
+def _bad_inputs(grpc: Any, good_png: bytes) -> dict[str, tuple[str, list[Any], dict[str, Any]]]:
+    """name -> (model, inputs, request parameters): each one must be refused INVALID_ARGUMENT."""
+    float_image = grpc.InferInput(io_spec.IMAGE, [8, 8, 3], "FP32")
+    float_image.set_data_from_numpy(np.zeros((8, 8, 3), np.float32))
+    mode = grpc.InferInput(io_spec.MODE, [1], "BYTES")
+    mode.set_data_from_numpy(np.array([b"downsample"], dtype=np.object_))
+    return {
+        "declared 30000x30000 PNG": (
+            io_spec.ENSEMBLE_MODEL,
+            [_bytes_input(grpc, _png_declaring(30000, 30000))],
+            {},
+        ),
+        "corrupt bytes": (io_spec.ENSEMBLE_MODEL, [_bytes_input(grpc, b"\x89PNG not really")], {}),
+        "empty bytes": (io_spec.ENSEMBLE_MODEL, [_bytes_input(grpc, b"")], {}),
+        "misspelled parameter": (io_spec.ENSEMBLE_MODEL, [_bytes_input(grpc, good_png)], {"n_patchs": 3}),
+        "n_patches -1 over the cap": (
+            io_spec.ENSEMBLE_MODEL,
+            [_bytes_input(grpc, good_png)],
+            {"n_patches": -1},
+        ),
+        "float32 IMAGE": (io_spec.PIPELINE_MODEL, [float_image], {}),
+        "no IMAGE": (io_spec.PIPELINE_MODEL, [mode], {}),
+    }
+
+
+@dataclass
+class Outcome:
+    kind: str  # good | bad | abandoned
+    name: str
+    started: float
+    ended: float
+    status: str  # ok or the gRPC status
+    message: str = ""
+
+
+@dataclass
+class FaultRecord:
+    model: str
+    pid: int
+    killed_at: float
+    not_ready_at: float | None = None
+    ready_again_at: float | None = None
+
+
+@dataclass
+class Soak:
+    url: str
+    serve_pid: int
+    good_png: bytes
+    concurrency: int
+    duration_s: float
+    kill_every_s: float
+    bad_fraction: float
+    abandon_fraction: float
+    abandon_after_s: float
+    rng: random.Random
+    outcomes: list[Outcome] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    memory: list[dict[str, float]] = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def over(self) -> bool:
+        return self.now() > self.duration_s
+
+    # -- clients ---------------------------------------------------------------------------------
+    def client_loop(self, seed: int) -> None:
+        import tritonclient.grpc as grpc
+        from tritonclient.utils import InferenceServerException
+
+        rng = random.Random(seed)
+        bad = _bad_inputs(grpc, self.good_png)
+        with grpc.InferenceServerClient(self.url) as client:
+            while not self.over():
+                roll = rng.random()
+                if roll < self.bad_fraction:
+                    kind, name = "bad", rng.choice(sorted(bad))
+                    model, inputs, parameters = bad[name]
+                    timeout = 120.0
+                elif roll < self.bad_fraction + self.abandon_fraction:
+                    kind, name, model, parameters = "abandoned", "client deadline", io_spec.ENSEMBLE_MODEL, {}
+                    inputs, timeout = [_bytes_input(grpc, self.good_png)], self.abandon_after_s
+                else:
+                    kind, name, model, parameters = "good", "ensemble PNG", io_spec.ENSEMBLE_MODEL, {}
+                    inputs, timeout = [_bytes_input(grpc, self.good_png)], 600.0
+                started = self.now()
+                try:
+                    client.infer(model, inputs, parameters=parameters or None, client_timeout=timeout)
+                    status, message = "ok", ""
+                except InferenceServerException as e:
+                    status, message = str(e.status()), (e.message() or "")[:200]
+                with self.lock:
+                    self.outcomes.append(Outcome(kind, name, started, self.now(), status, message))
+
+    # -- faults ----------------------------------------------------------------------------------
+    def killer_loop(self) -> None:
+        next_kill = self.kill_every_s * self.rng.uniform(0.5, 1.5)
+        while not self.over():
+            time.sleep(0.2)
+            if self.now() < next_kill or self.kill_every_s <= 0:
+                continue
+            model = self.rng.choice(KILLABLE)
+            # Found again each time: a restart by the supervisor makes a new tritonserver.
+            stubs = [s for s in live_stubs(_tritonserver_of(self.serve_pid)) if s.model == model]
+            if stubs:
+                victim = self.rng.choice(stubs)
+                with self.lock:
+                    self.faults.append(FaultRecord(model, victim.pid, self.now()))
+                os.kill(victim.pid, signal.SIGKILL)
+            next_kill = self.now() + self.kill_every_s * self.rng.uniform(0.5, 1.5)
+
+    def readiness_loop(self) -> None:
+        import tritonclient.grpc as grpc
+        from tritonclient.utils import InferenceServerException
+
+        with grpc.InferenceServerClient(self.url) as client:
+            while not self.over():
+                try:
+                    ready = client.is_server_ready(client_timeout=2)
+                except InferenceServerException:
+                    ready = False
+                with self.lock:
+                    for fault in self.faults:
+                        if fault.not_ready_at is None and not ready:
+                            fault.not_ready_at = self.now()
+                        elif fault.not_ready_at is not None and fault.ready_again_at is None and ready:
+                            fault.ready_again_at = self.now()
+                time.sleep(0.2)
+
+    def memory_loop(self, shm_before: int) -> None:
+        while not self.over():
+            self.memory.append(
+                {
+                    "t": self.now(),
+                    "rss_mib": _tree_rss(self.serve_pid) / 2**20,
+                    "shm_mib": (_shm_used() - shm_before) / 2**20,
+                }
+            )
+            time.sleep(5.0)
+
+    def run(self) -> None:
+        threads = [
+            threading.Thread(target=self.client_loop, args=(i,), daemon=True) for i in range(self.concurrency)
+        ]
+        threads += [
+            threading.Thread(target=self.killer_loop, daemon=True),
+            threading.Thread(target=self.readiness_loop, daemon=True),
+            threading.Thread(target=self.memory_loop, args=(_shm_used(),), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def _tree_rss(pid: int) -> int:
+    """Bytes of resident memory of ``pid`` and every descendant."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        rss[child] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total
+
+
+def _shm_used() -> int:
+    stat = os.statvfs("/dev/shm")
+    return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarize(soak: Soak) -> dict[str, Any]:
+    """Counts by kind and cause, latencies, fault timings and the memory trend."""
+    windows = [
+        (f.killed_at, (f.ready_again_at if f.ready_again_at is not None else soak.duration_s) + FAULT_GRACE_S)
+        for f in soak.faults
+    ]
+
+    def in_fault(outcome: Outcome) -> bool:
+        return any(outcome.started <= end and outcome.ended >= start for start, end in windows)
+
+    unexpected: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for o in soak.outcomes:
+        if o.kind == "good":
+            verdict = (
+                "ok" if o.status == "ok" else ("failed in a fault window" if in_fault(o) else "UNEXPECTED")
+            )
+        elif o.kind == "bad":
+            verdict = (
+                "refused INVALID_ARGUMENT"
+                if o.status == "StatusCode.INVALID_ARGUMENT"
+                else (
+                    "failed in a fault window"
+                    if in_fault(o) and o.status == "StatusCode.UNAVAILABLE"
+                    else "UNEXPECTED"
+                )
+            )
+        else:
+            verdict = (
+                "abandoned"
+                if o.status == "StatusCode.DEADLINE_EXCEEDED"
+                else (
+                    "ok"
+                    if o.status == "ok"
+                    else ("failed in a fault window" if in_fault(o) else "UNEXPECTED")
+                )
+            )
+        key = f"{o.kind}: {verdict}"
+        counts[key] = counts.get(key, 0) + 1
+        if verdict == "UNEXPECTED":
+            cause = f"{o.kind} {o.name}: {o.status} {o.message[:120]}"
+            unexpected[cause] = unexpected.get(cause, 0) + 1
+    latencies = [o.ended - o.started for o in soak.outcomes if o.kind == "good" and o.status == "ok"]
+    memory = soak.memory
+    warm = [m for m in memory if m["t"] >= soak.duration_s / 5]
+    growth = None
+    if len(warm) >= 2:
+        growth = (warm[-1]["rss_mib"] - warm[0]["rss_mib"]) / warm[0]["rss_mib"]
+    return {
+        "requests": len(soak.outcomes),
+        "counts": dict(sorted(counts.items())),
+        "unexpected": unexpected,
+        "good_latency_s": {"p50": _percentile(latencies, 50), "p99": _percentile(latencies, 99)},
+        "faults": [
+            {
+                **asdict(f),
+                "not_ready_after_s": None if f.not_ready_at is None else f.not_ready_at - f.killed_at,
+                "recovered_after_s": None if f.ready_again_at is None else f.ready_again_at - f.killed_at,
+            }
+            for f in soak.faults
+        ],
+        "rss_mib": {
+            "first": memory[0]["rss_mib"] if memory else None,
+            "after_warmup": warm[0]["rss_mib"] if warm else None,
+            "last": memory[-1]["rss_mib"] if memory else None,
+            "growth_after_warmup": growth,
+        },
+        "shm_mib_max": max((m["shm_mib"] for m in memory), default=None),
+        "memory_trace": memory,
+    }
+
+
+def report_lines(summary: dict[str, Any]) -> list[str]:
+    lines = [f"- requests: {summary['requests']}"]
+    lines += [f"  - {key}: {n}" for key, n in summary["counts"].items()]
+    lines.append(f"- unexpected failures: {sum(summary['unexpected'].values())}")
+    lines += [f"  - {cause}: {n}" for cause, n in summary["unexpected"].items()]
+    p50, p99 = summary["good_latency_s"]["p50"], summary["good_latency_s"]["p99"]
+    if p50 is not None:
+        lines.append(f"- good requests: p50 {p50:.1f} s, p99 {p99:.1f} s")
+    for f in summary["faults"]:
+        nr, rec = f["not_ready_after_s"], f["recovered_after_s"]
+        lines.append(
+            f"- kill {f['model']} stub at {f['killed_at']:.0f} s: not ready after "
+            f"{'never' if nr is None else f'{nr:.1f} s'}, ready again after {'never' if rec is None else f'{rec:.1f} s'}"
+        )
+    rss = summary["rss_mib"]
+    if rss["first"] is not None:
+        growth = rss["growth_after_warmup"]
+        lines.append(
+            f"- server RSS: {rss['first']:.0f} MiB at start, {rss['after_warmup']:.0f} after warm-up, "
+            f"{rss['last']:.0f} at the end ({'n/a' if growth is None else f'{growth:+.2%}'} after warm-up); "
+            f"/dev/shm at most {summary['shm_mib_max']:.0f} MiB above its start"
+        )
+    return lines
+
+
+def _export(preset: str, out: Path, max_patches: int) -> Path:
+    repository = out / "repository"
+    if not (repository / "magnet_repository.json").is_file():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "magnet_triton.cli",
+                "export",
+                "--preset",
+                preset,
+                "--random-weights",
+                "0",
+                "--out",
+                str(repository),
+                "--max-patches-per-request",
+                str(max_patches),
+            ],
+            check=True,
+        )
+    return repository
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", type=Path, help="an exported repository (default: export --preset)")
+    parser.add_argument("--preset", default="cityscapes-fast")
+    parser.add_argument("--max-patches-per-request", type=int, default=64, help="cap of an exported one")
+    parser.add_argument(
+        "--image", help="path, cityscapes, deepglobe or synthetic (default: cityscapes if shared)"
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--duration-s", type=float, default=1200.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--kill-every-s", type=float, default=120.0, help="0: no kills")
+    parser.add_argument("--bad-fraction", type=float, default=0.2)
+    parser.add_argument("--abandon-fraction", type=float, default=0.05)
+    parser.add_argument("--abandon-after-s", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = machine_record()
+    repository = args.repository or _export(args.preset, args.out, args.max_patches_per_request)
+    image = load_test_image(args.image)
+    port, metrics = free_port(), free_port()
+    log = open(args.out / "serve.log", "wb")  # noqa: SIM115 (closed after the server stops)
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "magnet_triton.cli",
+            "serve",
+            "--model-repository",
+            str(repository),
+            "--grpc-port",
+            str(port),
+            "--metrics-port",
+            str(metrics),
+            "--log-file",
+            str(args.out / "tritonserver.log"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while b"serving;" not in (args.out / "serve.log").read_bytes():
+            if serve.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serve did not start; see {args.out / 'serve.log'}")
+            time.sleep(0.5)
+        soak = Soak(
+            f"127.0.0.1:{port}",
+            serve.pid,
+            image.encoded,
+            args.concurrency,
+            args.duration_s,
+            args.kill_every_s,
+            args.bad_fraction,
+            args.abandon_fraction,
+            args.abandon_after_s,
+            random.Random(args.seed),
+        )
+        soak.run()
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        serve.wait(timeout=120)
+        log.close()
+    summary = summarize(soak)
+    summary["stop_s"] = time.monotonic() - stopped
+    summary["machine"] = record
+    summary["image"] = image.name
+    summary["repository"] = str(repository)
+    write_json(args.out / "soak.json", summary)
+    lines = [
+        *record_lines(record),
+        f"- image: {image.name}",
+        *report_lines(summary),
+        f"- stop took {summary['stop_s']:.1f} s",
+    ]
+    text = "\n".join(lines)
+    (args.out / "soak.md").write_text(text + "\n")
+    print(text)
+    return 1 if summary["unexpected"] else 0
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _tritonserver_of(serve_pid: int) -> int:
+    """The pid of the ``tritonserver`` that ``magnet-triton serve`` (``serve_pid``) runs now, or -1."""
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _parent(int(name)) == serve_pid:
+            try:
+                if Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver"):
+                    return int(name)
+            except OSError:
+                continue
+    return -1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
