@@ -150,11 +150,13 @@ class Soak:
                     model, inputs, parameters = bad[name]
                     timeout = 120.0
                 elif roll < self.bad_fraction + self.abandon_fraction:
-                    kind, name, model, parameters = "abandoned", "client deadline", io_spec.ENSEMBLE_MODEL, {}
+                    kind, name, model = "abandoned", "client deadline", io_spec.ENSEMBLE_MODEL
                     inputs, timeout = [_bytes_input(grpc, self.good_png)], self.abandon_after_s
                 else:
-                    kind, name, model, parameters = "good", "ensemble PNG", io_spec.ENSEMBLE_MODEL, {}
+                    kind, name, model = "good", "ensemble PNG", io_spec.ENSEMBLE_MODEL
                     inputs, timeout = [_bytes_input(grpc, self.good_png)], 600.0
+                if kind != "bad":  # as magnet-client does: its timeout is the pipeline's deadline too
+                    parameters = {io_spec.DEADLINE_PARAMETER: int(timeout * 1000)}
                 started = self.now()
                 try:
                     client.infer(model, inputs, parameters=parameters or None, client_timeout=timeout)
@@ -286,7 +288,7 @@ def summarize(soak: Soak) -> dict[str, Any]:
         else:
             verdict = (
                 "abandoned"
-                if o.status == "StatusCode.DEADLINE_EXCEEDED"
+                if o.status in ("StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
                 else (
                     "ok"
                     if o.status == "ok"
@@ -436,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             random.Random(args.seed),
         )
         soak.run()
+        counters = _pipeline_counters(metrics)
     finally:
         serve.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
@@ -443,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         log.close()
     summary = summarize(soak)
     summary["stop_s"] = time.monotonic() - stopped
+    summary["pipeline_counters"] = counters
     summary["machine"] = record
     summary["image"] = image.name
     summary["repository"] = str(repository)
@@ -454,9 +458,24 @@ def main(argv: list[str] | None = None) -> int:
         f"- stop took {summary['stop_s']:.1f} s",
     ]
     text = "\n".join(lines)
+    counted = ", ".join(f"{k} {v:g}" for k, v in counters.items() if v)
+    text += f"\n- the pipeline's own counters at the end: {counted}"
     (args.out / "soak.md").write_text(text + "\n")
     print(text)
     return 1 if summary["unexpected"] else 0
+
+
+def _pipeline_counters(metrics_port: int) -> dict[str, float]:
+    """``magnet_pipeline_requests_total`` series (by their labels) from the server's metrics endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("magnet_pipeline_requests_total{")
+    }
 
 
 def _parent(pid: int) -> int:

@@ -24,6 +24,7 @@ from magnet_triton.client.errors import (
 from magnet_triton.client.request import ImageInput, Request, Tensor, Transport, override_tensors, prepare
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.client.shm import CudaRegion, Region, SystemRegion
+from magnet_triton.io_spec import DEADLINE_PARAMETER
 
 log = logging.getLogger("magnet_triton.client")
 
@@ -105,6 +106,15 @@ class ClientOptions:
     def call_kwargs(self) -> dict[str, Any]:
         """Per-call keyword arguments of every tritonclient call."""
         return {"headers": self.headers or None, "client_timeout": self.timeout_s}
+
+    def infer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the timeout as the
+        request's ``deadline_ms``, which the pipeline honours even behind the ensemble (Triton 24.10
+        does not pass a cancelled ensemble request on to its steps)."""
+        kwargs = self.call_kwargs()
+        if self.timeout_s is not None:
+            kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(self.timeout_s * 1000))}
+        return kwargs
 
 
 def make_options(url: str, **kwargs: Any) -> ClientOptions:

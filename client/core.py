@@ -298,7 +298,6 @@ class MagnetClient:
         raise AssertionError("unreachable: the last attempt raises")
 
     def _send(self, request: Request, attempt: int) -> SegmentResult:
-        call_kwargs = self.options.call_kwargs()
         region = make_region(request, self.options)
         try:
             if region is not None:
@@ -312,6 +311,7 @@ class MagnetClient:
             try:
                 before = self._statistics()
                 inputs = infer_inputs(self._grpc, request, region)
+                call_kwargs = self.options.infer_kwargs()
                 started = time.perf_counter()
                 response = self._client.infer(request.model_name, inputs, **call_kwargs)
                 latency_s = time.perf_counter() - started

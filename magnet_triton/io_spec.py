@@ -49,6 +49,11 @@ CONFIDENCE = "CONFIDENCE"
 
 #: Name of the dynamic batch axis in the ONNX files and the TensorRT profiles.
 BATCH_AXIS = "batch"
+#: The request parameter that gives ``magnet_pipeline`` a time budget in milliseconds, counted from when
+#: it starts the request: past it, the run stops before its next scale and is answered CANCELLED.
+#: ``magnet-client`` sends its timeout as this, since a deadline that passes on an ensemble request
+#: does not cancel its steps (Triton 24.10).
+DEADLINE_PARAMETER = "deadline_ms"
 
 #: Triton dtype name -> numpy dtype. BYTES travels as numpy ``object`` arrays of ``bytes``.
 _NUMPY_DTYPES: dict[str, np.dtype] = {

@@ -139,7 +139,8 @@ def run_magnet(
     def check_stop(done: int) -> None:
         if should_stop is not None and should_stop():
             raise WorkStopped(
-                f"stopped after {done} of {settings.num_scales} scales: the request was cancelled"
+                f"stopped after {done} of {settings.num_scales} scales: the request was cancelled or its "
+                "deadline passed"
             )
 
     check_stop(0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -71,8 +73,10 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
     parameters = json.loads(request.parameters() or "{}")
     known = request_options.option_names()
     for name in parameters:
-        if name not in known and name not in _TRITON_PARAMETERS and not name.startswith("triton_"):
-            raise UnknownParameter(f"unknown request parameter {name!r}; known: {', '.join(known)}")
+        ours = name in known or name == io_spec.DEADLINE_PARAMETER
+        if not ours and name not in _TRITON_PARAMETERS and not name.startswith("triton_"):
+            listed = ", ".join([*known, io_spec.DEADLINE_PARAMETER])
+            raise UnknownParameter(f"unknown request parameter {name!r}; known: {listed}")
     for option in request_options.REQUEST_OPTIONS:
         if option.parameter in parameters:
             raw[option.name] = parameters[option.parameter]
@@ -80,6 +84,27 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
         if tensor is not None:
             raw[option.name] = tensor.as_numpy()
     return raw
+
+
+def stop_condition(request: Any, started: float) -> Callable[[], bool] | None:
+    """When the run must stop: the request was cancelled, or its ``deadline_ms`` (from ``started``,
+    a ``time.monotonic()``) passed. None when neither can be known.
+
+    Raises:
+        MagnetError: a ``deadline_ms`` that is not a whole number of milliseconds > 0.
+    """
+    parameters = json.loads(request.parameters() or "{}")
+    budget = parameters.get(io_spec.DEADLINE_PARAMETER)
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
+        raise MagnetError(
+            f"request parameter {io_spec.DEADLINE_PARAMETER} must be an integer > 0, got {budget!r}"
+        )
+    # Python backends before 23.10 cannot tell a cancelled request.
+    cancelled = getattr(request, "is_cancelled", None)
+    if budget is None:
+        return cancelled
+    deadline = started + budget / 1000
+    return lambda: time.monotonic() > deadline or (cancelled is not None and cancelled())
 
 
 class TritonPythonModel:
@@ -115,6 +140,7 @@ class TritonPythonModel:
         )
 
     def _segment(self, request: Any) -> Any:
+        started = time.monotonic()
         pb = self.pb_utils
         image_tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE)
         if image_tensor is None:
@@ -123,6 +149,7 @@ class TritonPythonModel:
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))
         check_work(settings, self.max_patches, self.max_points)
+        should_stop = stop_condition(request, started)
         # Triton lists every output when the client names none, so this only skips what was left out.
         requested = set(request.requested_output_names())
         result = run_magnet(
@@ -133,8 +160,7 @@ class TritonPythonModel:
             steps=self.steps,
             return_coarse=io_spec.COARSE_SEGMENTATION in requested,
             return_confidence=io_spec.CONFIDENCE in requested,
-            # Python backends before 23.10 cannot tell; their requests run to the end.
-            should_stop=getattr(request, "is_cancelled", None),
+            should_stop=should_stop,
         )
         outputs = [pb.Tensor(io_spec.SEGMENTATION, result.segmentation)]
         if result.coarse_segmentation is not None:

@@ -629,3 +629,15 @@ def test_timings_wait_for_every_step_of_the_ensemble_to_be_counted():
     assert not timings_complete(two_steps, io_spec.ENSEMBLE_MODEL)
     assert timings_complete({**two_steps, io_spec.PIPELINE_MODEL: counted}, io_spec.ENSEMBLE_MODEL)
     assert timings_complete({io_spec.PIPELINE_MODEL: counted}, io_spec.PIPELINE_MODEL)
+
+
+def test_the_client_sends_its_timeout_as_the_pipelines_deadline_rounded_up():
+    from magnet_triton.client.base import ClientOptions
+
+    def sent(timeout_s):
+        return ClientOptions("h:1", timeout_s, RetryPolicy(retries=0)).infer_kwargs().get("parameters")
+
+    # The server stops a request once deadline_ms passes; rounding down would stop it early.
+    assert sent(2.0001) == {io_spec.DEADLINE_PARAMETER: 2001}
+    assert sent(0.0001) == {io_spec.DEADLINE_PARAMETER: 1}
+    assert sent(None) is None

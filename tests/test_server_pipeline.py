@@ -290,3 +290,37 @@ def test_a_request_abandoned_by_its_client_stops_within_a_scale(client, server):
     assert total - after < 0.6 * full, (total - after, full)
     assert _increase(answered, _answered(server)) == {("cancelled",): 1}
     assert_good_request_succeeds(client)
+
+
+def test_a_deadline_stops_an_ensemble_request_whose_cancellation_triton_does_not_pass_on(client, server):
+    """Triton (24.10) does not cancel an ensemble's steps when the ensemble request is cancelled, so a
+    client deadline alone leaves the pipeline running; ``deadline_ms`` (which magnet-client sends)
+    stops it within a scale."""
+    image = scene(500, 700, seed=3)
+    data = tensor(io_spec.IMAGE_BYTES, np.array([png_bytes(image)], dtype=np.object_), "BYTES")
+    count = _pipeline_compute(client)[0] + 1
+    client.infer(io_spec.ENSEMBLE_MODEL, [data])  # warm
+    before = _wait_for_count(client, count)
+    client.infer(io_spec.ENSEMBLE_MODEL, [data])
+    full = _wait_for_count(client, count + 1) - before
+    answered = _answered(server)
+    budget_ms = max(1, int(full * 1000 / 10))
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(io_spec.ENSEMBLE_MODEL, [data], parameters={io_spec.DEADLINE_PARAMETER: budget_ms})
+    assert error.value.status() == "StatusCode.CANCELLED"
+    assert "deadline passed" in error.value.message()
+    stopped = _wait_for_count(client, count + 2) - before - full
+    assert stopped < 0.6 * full, (stopped, full)
+    assert _increase(answered, _answered(server)) == {("cancelled",): 1}
+
+
+@pytest.mark.parametrize("budget", [0, -5, 1.5, "soon", True])
+def test_a_bad_deadline_is_refused_with_the_rule(client, budget):
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(
+            io_spec.PIPELINE_MODEL,
+            [tensor(io_spec.IMAGE, scene(20, 20), "UINT8")],
+            parameters={io_spec.DEADLINE_PARAMETER: budget},
+        )
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "deadline_ms must be an integer > 0" in error.value.message()
