@@ -141,6 +141,7 @@ class Soak:
         from tritonclient.utils import InferenceServerException
 
         rng = random.Random(seed)
+        backoff = 0.25
         bad = _bad_inputs(grpc, self.good_png)
         with grpc.InferenceServerClient(self.url) as client:
             while not self.over():
@@ -165,6 +166,12 @@ class Soak:
                     status, message = str(e.status()), (e.message() or "")[:200]
                 with self.lock:
                     self.outcomes.append(Outcome(kind, name, started, self.now(), status, message))
+                # Back off after a failure as magnet-client's retries do (0.5 s, doubling to 8 s):
+                # a server that answers "not there" at once would otherwise take thousands of calls.
+                failed = status not in ("ok", "StatusCode.INVALID_ARGUMENT", "StatusCode.DEADLINE_EXCEEDED")
+                backoff = min(8.0, backoff * 2) if failed else 0.25
+                if failed:
+                    time.sleep(backoff)
 
     # -- faults ----------------------------------------------------------------------------------
     def killer_loop(self) -> None:
@@ -258,6 +265,23 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def verdict_of(o: Outcome, in_fault: bool) -> str:
+    """How one answer counts. A bad input must be refused INVALID_ARGUMENT whenever it is answered at
+    all; anything a fault window explains is the fault's; a full queue is load shed, reported apart
+    (the server answering UNAVAILABLE at once, as it should, when abandoned requests hold its slots)."""
+    if o.kind == "bad" and o.status == "StatusCode.INVALID_ARGUMENT":
+        return "refused INVALID_ARGUMENT"
+    if o.kind == "abandoned" and o.status in ("StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"):
+        return "abandoned"
+    if o.status == "ok":
+        return "UNEXPECTED" if o.kind == "bad" else "ok"
+    if in_fault:
+        return "failed in a fault window"
+    if "Exceeds maximum queue size" in o.message:
+        return "shed: queue full"
+    return "UNEXPECTED"
+
+
 def summarize(soak: Soak) -> dict[str, Any]:
     """Counts by kind and cause, latencies, fault timings and the memory trend."""
     windows = [
@@ -271,30 +295,7 @@ def summarize(soak: Soak) -> dict[str, Any]:
     unexpected: dict[str, int] = {}
     counts: dict[str, int] = {}
     for o in soak.outcomes:
-        if o.kind == "good":
-            verdict = (
-                "ok" if o.status == "ok" else ("failed in a fault window" if in_fault(o) else "UNEXPECTED")
-            )
-        elif o.kind == "bad":
-            verdict = (
-                "refused INVALID_ARGUMENT"
-                if o.status == "StatusCode.INVALID_ARGUMENT"
-                else (
-                    "failed in a fault window"
-                    if in_fault(o) and o.status == "StatusCode.UNAVAILABLE"
-                    else "UNEXPECTED"
-                )
-            )
-        else:
-            verdict = (
-                "abandoned"
-                if o.status in ("StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
-                else (
-                    "ok"
-                    if o.status == "ok"
-                    else ("failed in a fault window" if in_fault(o) else "UNEXPECTED")
-                )
-            )
+        verdict = verdict_of(o, in_fault(o))
         key = f"{o.kind}: {verdict}"
         counts[key] = counts.get(key, 0) + 1
         if verdict == "UNEXPECTED":

@@ -117,14 +117,16 @@ def supervise_until_repaired(server, supervisor, model: str):
     loop = threading.Thread(target=supervisor.run, args=(stop.is_set,), daemon=True)
     watch.start()
     loop.start()
-    deadline = time.monotonic() + SERVING_AGAIN_WITHIN_S + 30
-    while not any(r.fault.model == model for r in supervisor.repairs):
-        assert time.monotonic() < deadline, f"no repair of {model} after {SERVING_AGAIN_WITHIN_S + 30} s"
-        time.sleep(0.1)
-    stop.set()
-    loop.join(timeout=30)
-    watch.join(timeout=10)
-    watch.done.set()
+    try:
+        deadline = time.monotonic() + SERVING_AGAIN_WITHIN_S + 30
+        while not any(r.fault.model == model for r in supervisor.repairs):
+            assert time.monotonic() < deadline, f"no repair of {model} after {SERVING_AGAIN_WITHIN_S + 30} s"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+        watch.join(timeout=10)
+        watch.done.set()
     return watch
 
 
@@ -266,3 +268,14 @@ def test_the_reaper_kills_an_idle_retired_process_and_spares_a_busy_one(tmp_path
         for proc in (idle, busy):
             proc.kill()
             proc.wait()
+
+
+def test_a_supervisor_does_not_bring_back_a_server_its_owner_stopped(repository):
+    from magnet_triton.server.supervisor import Supervisor
+
+    server = start_server(repository, "owner-stop")
+    supervisor = Supervisor(server, probe_interval_s=0, say=lambda line: None)
+    server.stop()
+    assert supervisor.step() == []
+    supervisor.run()  # returns at once: the server is stopped
+    assert not server.is_running() and supervisor.repairs == []

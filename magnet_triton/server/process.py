@@ -193,6 +193,7 @@ class TritonServer:
         self.tls = tls
         self.model_control = model_control
         self._client: Any = None
+        self._stopped = False
         #: Stubs of instances replaced by :meth:`reload_model`: pid -> (CPU ticks, time) at the start of
         #: the window in which it is watched for idleness.
         self._retired: dict[int, tuple[int, float]] = {}
@@ -247,6 +248,11 @@ class TritonServer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called (until the next :meth:`start`): gone on purpose."""
+        return self._stopped
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -317,6 +323,7 @@ class TritonServer:
         """
         if self._proc is not None:
             raise RuntimeError("the server is already started")
+        self._stopped = False
         if not self.model_repository.is_dir():
             raise MagnetError(f"model repository {self.model_repository} is not a folder")
         _warn_if_numpy2()
@@ -515,6 +522,7 @@ class TritonServer:
         Waits for the process (no zombie), kills stubs that outlive it and removes their shared
         memory. Safe to call more than once.
         """
+        self._stopped = True  # first: a supervisor that sees the process go must not bring it back
         proc, self._proc = self._proc, None
         retired = set(self._retired)
         self._retired = {}

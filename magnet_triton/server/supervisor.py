@@ -179,6 +179,8 @@ class Supervisor:
 
     def step(self) -> list[Fault]:
         """One look, and the repairs it calls for; returns the faults found."""
+        if self.server.stopped:  # its owner stopped it: nothing to repair
+            return []
         if not self.server.is_running():
             faults = [Fault("tritonserver", "the process exited")]
         else:
@@ -201,7 +203,7 @@ class Supervisor:
         if self.probe_interval_s > 0:
             prober.start()
         try:
-            while not should_stop():
+            while not should_stop() and not self.server.stopped:
                 self.step()
                 time.sleep(self.poll_interval_s)
         finally:

@@ -1,0 +1,77 @@
+"""The soak benchmark's verdicts (benchmarks/soak.py), on outcomes written out by hand: what counts as
+expected during a fault, what as unexpected, and the RSS trend after warm-up."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from benchmarks.soak import FAULT_GRACE_S, FaultRecord, Outcome, Soak, _png_declaring, summarize
+
+
+def soak_with(outcomes, faults=(), memory=()):
+    soak = Soak("h:1", 1, b"", 1, 100.0, 0.0, 0.0, 0.0, 1.0, random.Random(0))
+    soak.outcomes, soak.faults, soak.memory = list(outcomes), list(faults), list(memory)
+    return soak
+
+
+def test_a_good_request_failing_inside_a_fault_window_is_expected_and_outside_it_is_not():
+    fault = FaultRecord("magnet_backbone", 1, killed_at=10.0, not_ready_at=10.5, ready_again_at=13.0)
+    summary = summarize(
+        soak_with(
+            [
+                Outcome("good", "g", 9.0, 11.0, "StatusCode.UNAVAILABLE"),  # in flight at the kill
+                Outcome("good", "g", 13.0 + FAULT_GRACE_S - 0.1, 20.0, "StatusCode.UNAVAILABLE"),
+                Outcome("good", "g", 30.0, 31.0, "StatusCode.UNAVAILABLE"),  # long after recovery
+                Outcome("good", "g", 30.0, 32.0, "ok"),
+            ],
+            [fault],
+        )
+    )
+    assert summary["counts"] == {"good: failed in a fault window": 2, "good: UNEXPECTED": 1, "good: ok": 1}
+    assert list(summary["unexpected"].values()) == [1]
+    assert summary["faults"][0]["not_ready_after_s"] == pytest.approx(0.5)
+    assert summary["faults"][0]["recovered_after_s"] == pytest.approx(3.0)
+
+
+def test_a_bad_input_must_be_refused_invalid_argument_and_nothing_else():
+    summary = summarize(
+        soak_with(
+            [
+                Outcome("bad", "corrupt bytes", 1.0, 1.1, "StatusCode.INVALID_ARGUMENT"),
+                Outcome("bad", "corrupt bytes", 2.0, 2.1, "StatusCode.INTERNAL", "boom"),
+                Outcome("bad", "corrupt bytes", 3.0, 3.1, "ok"),
+            ]
+        )
+    )
+    assert summary["counts"] == {"bad: refused INVALID_ARGUMENT": 1, "bad: UNEXPECTED": 2}
+    assert summary["unexpected"] == {
+        "bad corrupt bytes: StatusCode.INTERNAL boom": 1,
+        "bad corrupt bytes: ok ": 1,
+    }
+
+
+def test_a_full_queue_is_load_shed_and_reported_apart_from_unexpected_failures():
+    full = "in ensemble 'magnet', Exceeds maximum queue size"
+    summary = summarize(soak_with([Outcome("good", "g", 1.0, 1.1, "StatusCode.UNAVAILABLE", full)]))
+    assert summary["counts"] == {"good: shed: queue full": 1}
+    assert summary["unexpected"] == {}
+
+
+def test_the_rss_growth_is_measured_from_the_end_of_warm_up():
+    # Duration 100 s: warm-up is the first 20 s, whose growth does not count.
+    memory = [
+        {"t": t, "rss_mib": rss, "shm_mib": 0.0} for t, rss in [(0, 100), (10, 900), (20, 1000), (90, 1010)]
+    ]
+    summary = summarize(soak_with([], memory=memory))
+    assert summary["rss_mib"]["growth_after_warmup"] == pytest.approx(0.01)
+
+
+def test_the_declared_size_png_is_a_valid_header_of_that_size():
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(_png_declaring(9000, 8000))) as image:
+        assert image.size == (9000, 8000)
