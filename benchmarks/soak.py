@@ -36,29 +36,13 @@ import numpy as np
 
 from benchmarks.common import load_test_image, machine_record, record_lines, write_json
 from magnet_triton import io_spec
+from magnet_triton.sample import png_declaring
 from magnet_triton.server import free_port
 from magnet_triton.server.stubs import live_stubs
 
 KILLABLE = (io_spec.BACKBONE_MODEL, io_spec.REFINER_MODEL, io_spec.PIPELINE_MODEL, io_spec.DECODE_MODEL)
 #: After readiness is back, how long a failure still counts as the fault's.
 FAULT_GRACE_S = 2.0
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    """A small valid PNG whose header declares ``width`` x ``height`` (a decompression bomb's shape)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _bytes_input(grpc: Any, data: bytes) -> Any:
@@ -76,7 +60,7 @@ def _bad_inputs(grpc: Any, good_png: bytes) -> dict[str, tuple[str, list[Any], d
     return {
         "declared 30000x30000 PNG": (
             io_spec.ENSEMBLE_MODEL,
-            [_bytes_input(grpc, _png_declaring(30000, 30000))],
+            [_bytes_input(grpc, png_declaring(30000, 30000))],
             {},
         ),
         "corrupt bytes": (io_spec.ENSEMBLE_MODEL, [_bytes_input(grpc, b"\x89PNG not really")], {}),

@@ -593,10 +593,10 @@ def test_cli_a_corrupt_file_exits_1_and_the_good_ones_are_written(server, tmp_pa
 @pytest.mark.server
 @pytest.mark.parametrize("transport", [[], ["--raw"]], ids=["encoded", "raw"])
 def test_cli_a_file_declaring_a_huge_image_exits_1_without_a_traceback(server, tmp_path, capsys, transport):
-    from tests.test_imageio import _png_declaring
+    from magnet_triton.sample import png_declaring
 
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_declaring(30000, 30000))
+    bomb.write_bytes(png_declaring(30000, 30000))
     status = cli.main(
         ["segment", str(bomb), "--url", server.grpc_url, "--out", str(tmp_path / "o"), *transport]
     )

@@ -4,8 +4,6 @@ accepts, and a clear refusal, before any pixel is decoded where it can be, for e
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,27 +11,13 @@ from PIL import Image
 
 from magnet_triton.errors import MagnetError
 from magnet_triton.imageio import ACCEPTED_FORMATS, decode_image
+from magnet_triton.sample import png_declaring
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width`` x ``height`` but that holds almost no data (a bomb)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 PIXELS = np.random.default_rng(0).integers(0, 256, size=(24, 40, 3), dtype=np.uint8)
@@ -58,20 +42,20 @@ def test_a_format_outside_the_list_is_refused_naming_the_list():
 
 
 def test_a_declared_size_over_the_limit_is_refused_before_decoding():
-    bomb = _png_declaring(30000, 30000)
+    bomb = png_declaring(30000, 30000)
     assert len(bomb) < 200
     with pytest.raises(MagnetError, match=r"declares 900000000 pixels, over the limit of 64000000"):
         decode_image(bomb)
     with pytest.raises(
         MagnetError, match=r"declares 8000x8000 = 64000000 pixels, over the limit of 16777216"
     ):
-        decode_image(_png_declaring(8000, 8000), max_pixels=16 * 1024 * 1024)
+        decode_image(png_declaring(8000, 8000), max_pixels=16 * 1024 * 1024)
 
 
 def test_a_pillow_bomb_error_becomes_a_clear_refusal():
     # Past ~180 MP Pillow refuses on open; with a limit above that, its error must still come out as ours.
     with pytest.raises(MagnetError, match=r"declares 400000000 pixels, over the limit of 178956970"):
-        decode_image(_png_declaring(20000, 20000), max_pixels=10**12)
+        decode_image(png_declaring(20000, 20000), max_pixels=10**12)
 
 
 def test_sixteen_bit_samples_are_refused_not_narrowed():

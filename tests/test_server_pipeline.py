@@ -167,9 +167,9 @@ def test_a_misspelled_request_parameter_is_refused_listing_the_known_ones(client
 
 
 def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(client):
-    from tests.test_imageio import _png_declaring
+    from magnet_triton.sample import png_declaring
 
-    inputs = [tensor(io_spec.IMAGE_BYTES, np.array([_png_declaring(30000, 30000)], dtype=object), "BYTES")]
+    inputs = [tensor(io_spec.IMAGE_BYTES, np.array([png_declaring(30000, 30000)], dtype=object), "BYTES")]
     with pytest.raises(grpc.InferenceServerException) as error:
         client.infer(io_spec.ENSEMBLE_MODEL, inputs)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"

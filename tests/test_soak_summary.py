@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from benchmarks.soak import FAULT_GRACE_S, FaultRecord, Outcome, Soak, _png_declaring, summarize
+from benchmarks.soak import FAULT_GRACE_S, FaultRecord, Outcome, Soak, summarize
+from magnet_triton.sample import png_declaring
 
 
 def soak_with(outcomes, faults=(), memory=()):
@@ -73,5 +74,5 @@ def test_the_declared_size_png_is_a_valid_header_of_that_size():
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(_png_declaring(9000, 8000))) as image:
+    with Image.open(io.BytesIO(png_declaring(9000, 8000))) as image:
         assert image.size == (9000, 8000)
