@@ -43,10 +43,12 @@ LOG_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"^E\d{4} ")
 #: Errors the bundled server always logs on a machine without a GPU.
 _HARMLESS = ("CudaDriverHelper has not been initialized",)
-#: Seconds ``stop()`` still waits once every Python-backend stub left is a retired one (see
-#: :meth:`TritonServer.reload_model`). Triton's unload of a model one of whose stubs was killed never
-#: returns, so without this a stop after a stub death always waits out ``--exit-timeout-secs`` (30 s).
-STOP_GRACE_AFTER_STUBS_S = 3.0
+#: Seconds ``stop()`` still waits, on a server that had a model reloaded, once every Python-backend stub
+#: left is a retired one (see :meth:`TritonServer.reload_model`). Triton's unload of a model one of whose
+#: stubs was killed never returns, so without this a stop after a stub death always waits out
+#: ``--exit-timeout-secs`` (30 s). A clean server is never cut short: it finalises models for a few
+#: seconds after their stubs exit.
+STOP_GRACE_AFTER_STUBS_S = 5.0
 #: A retired stub that has used (almost) no CPU for this long has finished its last request: it is
 #: killed. Long, since a pipeline waiting on its networks' answers is idle meanwhile.
 RETIRED_STUB_IDLE_S = 60.0
@@ -116,25 +118,24 @@ def check_backends(repository: Path, install: ServerInstall) -> None:
 
 def _wait_for_exit(
     proc: subprocess.Popen[bytes], timeout_s: float, *, watch_stubs: bool, retired: set[int]
-) -> bool:
-    """Wait for a terminated server to exit; False if it is still running when it should not be.
+) -> str:
+    """Wait for a terminated server to exit: ``exited``, ``stuck`` or ``timeout``.
 
     With ``watch_stubs``, a server that outlives its last Python-backend stub (retired ones aside) by
-    :data:`STOP_GRACE_AFTER_STUBS_S` counts as stuck (see there).
+    :data:`STOP_GRACE_AFTER_STUBS_S` is ``stuck`` (see there).
     """
     deadline = time.monotonic() + timeout_s
     stubs_gone_at: float | None = None
     while proc.poll() is None:
         now = time.monotonic()
         if now > deadline:
-            return False
+            return "timeout"
         if watch_stubs and stubs_gone_at is None and all(s.pid in retired for s in live_stubs(proc.pid)):
             stubs_gone_at = now
         if stubs_gone_at is not None and now - stubs_gone_at > STOP_GRACE_AFTER_STUBS_S:
-            log.info("tritonserver still unloading an instance whose stub is gone; not waiting for it")
-            return False
+            return "stuck"
         time.sleep(0.1)
-    return True
+    return "exited"
 
 
 class TritonServer:
@@ -194,6 +195,10 @@ class TritonServer:
         self.model_control = model_control
         self._client: Any = None
         self._stopped = False
+        #: ``tritonserver``'s exit status after :meth:`stop` (negative: the signal that ended it).
+        self.exit_status: int | None = None
+        #: Whether a model was reloaded (a stub died, most likely): then stop() watches for the hang.
+        self._reloaded = False
         #: Stubs of instances replaced by :meth:`reload_model`: pid -> (CPU ticks, time) at the start of
         #: the window in which it is watched for idleness.
         self._retired: dict[int, tuple[int, float]] = {}
@@ -501,6 +506,7 @@ class TritonServer:
         for stub in self.live_stubs():
             if stub.model == model:
                 self._retired[stub.pid] = (cpu_ticks(stub.pid) or 0, started)
+        self._reloaded = True
         client, headers = self.admin_client(), self.admin_headers()
         try:
             client.unload_model(model, headers=headers)
@@ -526,19 +532,26 @@ class TritonServer:
         proc, self._proc = self._proc, None
         retired = set(self._retired)
         self._retired = {}
+        reloaded, self._reloaded = self._reloaded, False
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
         if proc is not None:
             if proc.poll() is None:
-                had_stubs = bool(live_stubs(proc.pid))
                 proc.terminate()
-                if not _wait_for_exit(proc, self.stop_timeout_s, watch_stubs=had_stubs, retired=retired):
-                    log.warning("tritonserver did not stop in time, killing it")
+                ended = _wait_for_exit(proc, self.stop_timeout_s, watch_stubs=reloaded, retired=retired)
+                if ended == "stuck":
+                    log.info(
+                        "tritonserver still unloading an instance whose stub is gone; not waiting for it"
+                    )
+                elif ended == "timeout":
+                    log.warning("tritonserver did not stop in %.0f s, killing it", self.stop_timeout_s)
+                if ended != "exited":
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+            self.exit_status = proc.returncode
             # Stubs are in the server's process group and exit soon after it; one that does not (the
             # server was killed, or a stub was still initialising) would keep its shared memory.
             if _group_outlives(proc.pid, timeout_s=2.0):
