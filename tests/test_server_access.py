@@ -174,3 +174,15 @@ def test_the_probe_command_works_over_tls(tls_server, certificate):
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "magnet_backbone v1: ok" in done.stdout
+
+
+def test_the_probe_command_refuses_a_missing_certificate_without_a_traceback(tmp_path):
+    command = [sys.executable, "-m", "magnet_triton.cli", "probe", "--url", "127.0.0.1:1", "--ssl"]
+    done = subprocess.run(
+        [*command, "--root-certificates", str(tmp_path / "missing.pem")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "missing.pem is not a file" in done.stderr and "Traceback" not in done.stderr

@@ -36,6 +36,10 @@ def _probe(args: argparse.Namespace) -> int:
 
     from magnet_triton.server.probe import probe_server
 
+    if args.root_certificates is not None and not args.root_certificates.is_file():
+        raise MagnetError(f"--root-certificates {args.root_certificates} is not a file")
+    if args.root_certificates is not None and not args.ssl:
+        raise MagnetError("--root-certificates needs --ssl")
     tls = {"ssl": True, "root_certificates": str(args.root_certificates) if args.root_certificates else None}
     client = grpc.InferenceServerClient(args.url, **(tls if args.ssl else {}))
     try:

@@ -378,13 +378,17 @@ class TritonServer:
                 start_new_session=True,
             )
 
-    def admin_client(self) -> Any:
-        """A ``tritonclient.grpc`` client of this server (TLS as served); pass :meth:`admin_headers`."""
-        if self._client is None:
-            import tritonclient.grpc as grpc
+    def new_client(self) -> Any:
+        """A new ``tritonclient.grpc`` client of this server (TLS as served), for a thread of its own."""
+        import tritonclient.grpc as grpc
 
-            tls = self.tls.client_kwargs() if self.tls is not None else {}
-            self._client = grpc.InferenceServerClient(self.grpc_url, **tls)
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
+        return grpc.InferenceServerClient(self.grpc_url, **tls)
+
+    def admin_client(self) -> Any:
+        """This server's own ``tritonclient.grpc`` client (one thread's); pass :meth:`admin_headers`."""
+        if self._client is None:
+            self._client = self.new_client()
         return self._client
 
     def admin_headers(self) -> dict[str, str] | None:

@@ -116,17 +116,21 @@ class Supervisor:
         A model that is busy is not faulty: a probe Triton turned away from a full queue, or one that
         timed out while the model completed other requests, counts as an answer.
         """
-        client, headers = self.server.admin_client(), self.server.admin_headers()
-        before = _success_counts(client, headers)
-        faults = []
-        for result in probe_server(client, timeout_s=self.probe_timeout_s, headers=headers):
-            if result.ok or any(words in result.error for words in BUSY):
-                continue
-            progressed = _success_counts(client, headers).get(result.model, 0) > before.get(result.model, 0)
-            if result.timed_out and progressed:
-                continue
-            what = "got no answer" if result.timed_out else "failed"
-            faults.append(Fault(result.model, f"probe {what}: {result.error}"))
+        headers = self.server.admin_headers()
+        # A client of its own: probes run in their own thread, beside the repairs' calls.
+        with self.server.new_client() as client:
+            before = _success_counts(client, headers)
+            faults = []
+            for result in probe_server(client, timeout_s=self.probe_timeout_s, headers=headers):
+                if result.ok or any(words in result.error for words in BUSY):
+                    continue
+                progressed = _success_counts(client, headers).get(result.model, 0) > before.get(
+                    result.model, 0
+                )
+                if result.timed_out and progressed:
+                    continue
+                what = "got no answer" if result.timed_out else "failed"
+                faults.append(Fault(result.model, f"probe {what}: {result.error}"))
         return faults
 
     def _probe_round(self) -> None:
