@@ -11,7 +11,8 @@ SIGKILL, as the out-of-memory killer would. A readiness watcher (0.2 s) times ea
 the moment Triton's readiness went false, the moment it came back. A good request that fails is
 *expected* when its life overlaps a fault window (from the kill to readiness back, plus 2 s), else
 *unexpected*. The server's memory (RSS of every process of the server, stubs included) and the use of
-``/dev/shm`` are sampled every 5 s; the report gives the RSS growth after warm-up (the first fifth).
+``/dev/shm`` are sampled every 5 s; the report gives the growth of the RSS high-water mark after
+warm-up (the first fifth): the peak of the last fifth of the run against that of the second.
 
 Not part of CI (minutes of both cores). Example (the figures in RESULTS.md)::
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from benchmarks.common import load_test_image, machine_record, record_lines, write_json
 from magnet_triton import io_spec
+from magnet_triton.export.repository import read_manifest
 from magnet_triton.sample import png_declaring
 from magnet_triton.server import free_port
 from magnet_triton.server.stubs import live_stubs
@@ -240,6 +242,103 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every live descendant."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += ticks.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+#: The server counts as idle below this share of one core (its supervisor, Triton's threads).
+IDLE_CORE_SHARE = 0.15
+
+
+def _busy_share(pid: int, over_s: float) -> float:
+    """The share of one core the server tree used over the next ``over_s`` seconds."""
+    before = _tree_cpu_s(pid)
+    time.sleep(over_s)
+    return (_tree_cpu_s(pid) - before) / over_s
+
+
+def _wait_idle(pid: int, timeout_s: float = 300.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _busy_share(pid, 1.0) < IDLE_CORE_SHARE:
+            return True
+    return False
+
+
+def abandon_trace(
+    url: str, serve_pid: int, png: bytes, scales: int, abandon_after_s: float
+) -> dict[str, Any]:
+    """Once the load is over: how long the cores stay busy after a client abandons a request, against
+    the time of one scale (a full request alone, divided by its scales, the coarse one included).
+
+    The server tree's CPU is sampled every 0.1 s; "busy until" is the first moment after the client
+    gave up from which it stays under :data:`IDLE_CORE_SHARE` of a core for a second.
+    """
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    if not _wait_idle(serve_pid):
+        return {"note": "the server never went idle after the load"}
+    with grpc.InferenceServerClient(url) as client:
+        started = time.monotonic()
+        client.infer(io_spec.ENSEMBLE_MODEL, [_bytes_input(grpc, png)], client_timeout=600)
+        full_s = time.monotonic() - started
+        _wait_idle(serve_pid)
+        parameters = {io_spec.DEADLINE_PARAMETER: int(abandon_after_s * 1000)}
+        started = time.monotonic()
+        try:
+            client.infer(
+                io_spec.ENSEMBLE_MODEL,
+                [_bytes_input(grpc, png)],
+                parameters=parameters,
+                client_timeout=abandon_after_s,
+            )
+            status = "ok"
+        except InferenceServerException as e:
+            status = str(e.status())
+        gave_up = time.monotonic()
+    samples: list[tuple[float, float]] = []  # (seconds after giving up, share of a core)
+    quiet_since = None
+    while time.monotonic() - gave_up < max(60.0, 3 * full_s):
+        share = _busy_share(serve_pid, 0.1)
+        t = time.monotonic() - gave_up
+        samples.append((t, share))
+        if share >= IDLE_CORE_SHARE:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = t - 0.1
+        if quiet_since is not None and t - quiet_since >= 1.0:
+            break
+    one_scale_s = full_s / scales
+    busy_s = quiet_since if quiet_since is not None else None
+    return {
+        "full_request_s": full_s,
+        "one_scale_s": one_scale_s,
+        "abandoned_status": status,
+        "abandoned_after_s": gave_up - started,
+        "busy_after_abandon_s": busy_s,
+        "within_one_scale": busy_s is not None and busy_s <= one_scale_s,
+        "cpu_trace": samples,
+    }
+
+
 def _shm_used() -> int:
     stat = os.statvfs("/dev/shm")
     return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
@@ -247,6 +346,27 @@ def _shm_used() -> int:
 
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
+
+
+def _high_water_growth(
+    memory: list[dict[str, float]], duration_s: float
+) -> tuple[float | None, float | None, float | None]:
+    """(growth, first peak, last peak) of the RSS high-water mark, after warm-up (the first fifth).
+
+    The peak of the second fifth of the run against the peak of the last fifth. Single samples would
+    measure where the requests in flight happen to be (a pipeline stub's memory rises and falls by a GB
+    within each request); a leak shows as a higher high-water mark at the end.
+    """
+    fifth = duration_s / 5
+
+    def peak(start: float, end: float) -> float | None:
+        values = [m["rss_mib"] for m in memory if start <= m["t"] < end]
+        return max(values) if values else None
+
+    first, last = peak(fifth, 2 * fifth), peak(4 * fifth, float("inf"))
+    if first is None or last is None:
+        return None, first, last
+    return (last - first) / first, first, last
 
 
 def verdict_of(o: Outcome, in_fault: bool) -> str:
@@ -288,9 +408,7 @@ def summarize(soak: Soak) -> dict[str, Any]:
     latencies = [o.ended - o.started for o in soak.outcomes if o.kind == "good" and o.status == "ok"]
     memory = soak.memory
     warm = [m for m in memory if m["t"] >= soak.duration_s / 5]
-    growth = None
-    if len(warm) >= 2:
-        growth = (warm[-1]["rss_mib"] - warm[0]["rss_mib"]) / warm[0]["rss_mib"]
+    growth, first_peak, last_peak = _high_water_growth(memory, soak.duration_s)
     return {
         "requests": len(soak.outcomes),
         "counts": dict(sorted(counts.items())),
@@ -308,6 +426,8 @@ def summarize(soak: Soak) -> dict[str, Any]:
             "first": memory[0]["rss_mib"] if memory else None,
             "after_warmup": warm[0]["rss_mib"] if warm else None,
             "last": memory[-1]["rss_mib"] if memory else None,
+            "peak_after_warmup": first_peak,
+            "peak_at_end": last_peak,
             "growth_after_warmup": growth,
         },
         "shm_mib_max": max((m["shm_mib"] for m in memory), default=None),
@@ -334,13 +454,26 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
         growth = rss["growth_after_warmup"]
         lines.append(
             f"- server RSS: {rss['first']:.0f} MiB at start, {rss['after_warmup']:.0f} after warm-up, "
-            f"{rss['last']:.0f} at the end ({'n/a' if growth is None else f'{growth:+.2%}'} after warm-up); "
+            f"{rss['last']:.0f} at the end; high-water mark {rss['peak_after_warmup'] or 0:.0f} MiB in the "
+            f"second fifth, {rss['peak_at_end'] or 0:.0f} in the last "
+            f"({'n/a' if growth is None else f'{growth:+.2%}'}); "
             f"/dev/shm at most {summary['shm_mib_max']:.0f} MiB above its start"
         )
     return lines
 
 
-def _export(preset: str, out: Path, max_patches: int) -> Path:
+def abandon_line(trace: dict[str, Any]) -> str:
+    if "note" in trace:
+        return f"- abandoned request alone: not measured ({trace['note']})"
+    busy = trace["busy_after_abandon_s"]
+    return (
+        f"- abandoned request alone ({trace['abandoned_status']} after {trace['abandoned_after_s']:.1f} s): "
+        f"cores busy {'past the trace' if busy is None else f'{busy:.1f} s'} after the client gave up; one "
+        f"scale takes {trace['one_scale_s']:.1f} s (a full request alone {trace['full_request_s']:.1f} s)"
+    )
+
+
+def _export(preset: str, out: Path, max_patches: int, extra: list[str]) -> Path:
     repository = out / "repository"
     if not (repository / "magnet_repository.json").is_file():
         subprocess.run(
@@ -357,6 +490,7 @@ def _export(preset: str, out: Path, max_patches: int) -> Path:
                 str(repository),
                 "--max-patches-per-request",
                 str(max_patches),
+                *extra,
             ],
             check=True,
         )
@@ -368,6 +502,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, help="an exported repository (default: export --preset)")
     parser.add_argument("--preset", default="cityscapes-fast")
     parser.add_argument("--max-patches-per-request", type=int, default=64, help="cap of an exported one")
+    parser.add_argument(
+        "--export-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `magnet-triton export` argument, e.g. --export-arg=--no-onnx-memory-arena (repeatable)",
+    )
     parser.add_argument(
         "--image", help="path, cityscapes, deepglobe or synthetic (default: cityscapes if shared)"
     )
@@ -382,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     record = machine_record()
-    repository = args.repository or _export(args.preset, args.out, args.max_patches_per_request)
+    repository = args.repository or _export(
+        args.preset, args.out, args.max_patches_per_request, args.export_arg
+    )
     image = load_test_image(args.image)
     port, metrics = free_port(), free_port()
     log = open(args.out / "serve.log", "wb")  # noqa: SIM115 (closed after the server stops)
@@ -424,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         soak.run()
         counters = _pipeline_counters(metrics)
+        scales = len(read_manifest(repository)["settings"]["scales"])
+        abandon = abandon_trace(soak.url, serve.pid, image.encoded, scales, args.abandon_after_s)
     finally:
         serve.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
@@ -432,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(soak)
     summary["stop_s"] = time.monotonic() - stopped
     summary["pipeline_counters"] = counters
+    summary["abandon_trace"] = abandon
     summary["machine"] = record
     summary["image"] = image.name
     summary["repository"] = str(repository)
@@ -441,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- image: {image.name}",
         *report_lines(summary),
         f"- stop took {summary['stop_s']:.1f} s",
+        abandon_line(abandon),
     ]
     text = "\n".join(lines)
     counted = ", ".join(f"{k} {v:g}" for k, v in counters.items() if v)

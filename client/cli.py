@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--timeout-s", type=float, default=300.0, help="seconds per request (%(default)s)")
     group.add_argument(
-        "--retries", type=int, default=3, help="retries while the server is unreachable (%(default)s)"
+        "--retries",
+        type=int,
+        default=3,
+        help="retries of a request the server did not run: unreachable, busy, or a model reloading (%(default)s)",
     )
     group.add_argument(
         "--retry-backoff-s",

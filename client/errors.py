@@ -9,6 +9,8 @@ to its own exit status.
     ``RequestTimeoutError``    the request ran past ``timeout_s`` (DEADLINE_EXCEEDED)
     ``BadRequestError``        the request itself is wrong (INVALID_ARGUMENT, or caught before sending)
     ``ServerError``            anything else the server reports (INTERNAL, NOT_FOUND, ...)
+        ``ServerBusyError``    its queue is full, or the request waited past the queue's timeout
+        ``ModelRecoveringError`` a model is reloading, or its process died and is being replaced
     ``SharedMemoryError``      a shared-memory region could not be made or used
     ``DependencyMissingError`` an optional package (tritonclient, cuda-python) is not installed
 """
@@ -52,6 +54,26 @@ class ServerError(MagnetClientError):
     """The server failed for a reason other than the request (or the repository lacks a model)."""
 
 
+class ServerBusyError(ServerError):
+    """The server is up but refused the request unrun: its queue was full, or the request waited in it
+    past the queue's timeout (gRPC UNAVAILABLE from Triton's queue policy). Worth sending again later."""
+
+
+class ModelRecoveringError(ServerError):
+    """A model is briefly missing: being reloaded (Triton answers NOT_FOUND "has no available versions"
+    until it is back) or its stub process died under the request (INTERNAL "... is not healthy"), which a
+    supervised server (``magnet-triton serve``) replaces within seconds. Worth sending again later."""
+
+
+#: Triton's words for the transient refusals above, by gRPC status.
+BUSY_PHRASES = ("Exceeds maximum queue size", "Request timeout expired")
+RECOVERING_PHRASES = {
+    "NOT_FOUND": ("has no available versions", "is not ready"),
+    "INTERNAL": ("is not healthy",),
+    "UNAVAILABLE": ("is not ready", "is not healthy"),
+}
+
+
 class SharedMemoryError(MagnetClientError):
     """A system or CUDA shared-memory region could not be created, filled or registered."""
 
@@ -82,6 +104,20 @@ def from_triton(error: BaseException, *, url: str, model_name: str, attempts: in
     """
     status = status_name(error)
     detail = _message(error)
+    if status == "UNAVAILABLE" and any(phrase in detail for phrase in BUSY_PHRASES):
+        return ServerBusyError(
+            f"the server at {url} is busy and did not run the request ({detail}); send it again later, "
+            "or give the server more pipeline instances or a longer queue (--max-queue-size)",
+            status=status,
+            attempts=attempts,
+        )
+    if any(phrase in detail for phrase in RECOVERING_PHRASES.get(status or "", ())):
+        return ModelRecoveringError(
+            f"a model of the server at {url} is being reloaded or replaced ({detail}); send the request "
+            "again in a few seconds (`magnet-triton serve` replaces a dead model on its own)",
+            status=status,
+            attempts=attempts,
+        )
     if status == "UNAVAILABLE":
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return ConnectionFailedError(

@@ -5,11 +5,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from magnet_triton.client.errors import BadRequestError, ConnectionFailedError, MagnetClientError
+from magnet_triton.client.errors import (
+    BadRequestError,
+    ConnectionFailedError,
+    MagnetClientError,
+    ModelRecoveringError,
+    ServerBusyError,
+)
 
 #: gRPC statuses worth another attempt: the server was not there, or not yet. DEADLINE_EXCEEDED is
 #: not one of them: the server may still be working on the request, and a resend would double its load.
 RETRYABLE_STATUSES = frozenset({"UNAVAILABLE"})
+#: Errors that say the request was not run and the server expects to take it again soon: unreachable,
+#: queue full, or a model reloading / its dead stub being replaced.
+RETRYABLE_ERRORS = (ConnectionFailedError, ServerBusyError, ModelRecoveringError)
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class RetryPolicy:
 
     def should_retry(self, error: MagnetClientError, attempt: int) -> bool:
         """True if ``error``, raised by attempt number ``attempt`` (1-based), deserves another attempt."""
-        retryable = isinstance(error, ConnectionFailedError) or error.status in RETRYABLE_STATUSES
+        retryable = isinstance(error, RETRYABLE_ERRORS) or error.status in RETRYABLE_STATUSES
         return retryable and attempt < self.max_attempts
 
     def channel_args(self) -> list[tuple[str, int]]:

@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="let onnxruntime's threads spin between runs (faster alone, steals cores from the pipeline)",
     )
     parser.add_argument(
+        "--no-onnx-memory-arena",
+        action="store_true",
+        help="turn off onnxruntime's CPU memory arena: each network instance keeps about 0.35 GB instead of "
+        "its high-water mark (4.5 GB for the cityscapes-fast backbone), at about 30%% more network time",
+    )
+    parser.add_argument(
         "--pipeline-threads",
         type=int,
         default=0,
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         network_instances=args.network_instances,
         onnx_threads=args.onnx_threads,
         onnx_spinning=args.onnx_spinning,
+        onnx_memory_arena=not args.no_onnx_memory_arena,
         pipeline_threads=args.pipeline_threads,
         max_image_pixels=args.max_image_pixels,
         max_patches_per_request=args.max_patches_per_request,

@@ -81,6 +81,8 @@ class RepositoryOptions:
             the server may use, divided among the instances of the model).
         onnx_spinning: onnxruntime's threads spin between runs. Off by default: the pipeline's own steps
             run between network calls on the same cores, and spinning threads take them.
+        onnx_memory_arena: onnxruntime's CPU memory arena. Its blocks grow by doubling and are never
+            given back, so a network instance keeps its high-water mark (and more) for good.
         pipeline_threads: PyTorch threads of each ``magnet_pipeline`` instance for its own steps (0: the
             CPUs the server may use). The steps run between network calls, so at low concurrency the
             cores are otherwise idle while they run.
@@ -92,7 +94,8 @@ class RepositoryOptions:
         queue_timeout_ms: a request still waiting after this long is answered UNAVAILABLE instead of
             run, and clients may ask for less per request (Triton lets a request only shorten it);
             0: no timeout.
-        warmup: run each network once on random data at load, so the first request is not slow.
+        warmup: run each network once on random data at its largest batch at load, so the first
+            request is not slow and the memory it keeps is held (and measured) from the start.
         precision: the networks' precision, one of the runtime's ``precisions``.
         cuda_graphs: the ``torch`` engine on a GPU replays one CUDA graph per batch size.
     """
@@ -105,6 +108,7 @@ class RepositoryOptions:
     network_instances: int = 1
     onnx_threads: int = 0
     onnx_spinning: bool = False
+    onnx_memory_arena: bool = True
     pipeline_threads: int = 0
     max_image_pixels: int = 16 * 1024 * 1024
     max_patches_per_request: int = 0
@@ -204,10 +208,13 @@ def _network_config(spec: ModelSpec, options: RepositoryOptions, versions: int) 
         {"count": options.network_instances, "kind": runtime.device_kind.instance_kind}
     ]
     if options.warmup:
+        # At the largest batch: the first request does not pay for it, and the memory the instance keeps
+        # after its biggest call (onnxruntime's arena, TensorRT's workspace) is already there when the
+        # server reports ready, where `serve --memory-limit-gb` measures it.
         config["model_warmup"] = [
             {
-                "name": "random_batch_of_one",
-                "batch_size": 1,
+                "name": "random_largest_batch",
+                "batch_size": spec.max_batch_size,
                 "inputs": [
                     {
                         "key": t.name,

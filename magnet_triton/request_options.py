@@ -176,6 +176,29 @@ def request_option(name: str) -> RequestOption:
     raise MagnetError(f"unknown override {name!r}; known: {list(option_names())}")
 
 
+#: Request parameters that are not ours to check: Triton's and its clients' own.
+TRITON_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", "priority", "timeout"})
+
+
+def check_request_parameters(parameters: Mapping[str, Any]) -> None:
+    """Refuse a request parameter that is neither an option, ``deadline_ms`` nor Triton's own.
+
+    A misspelling (``n_patchs``) would otherwise be ignored and the request run with the defaults.
+
+    Raises:
+        UnknownParameter: naming it and listing the known ones.
+    """
+    from magnet_triton import io_spec
+    from magnet_triton.errors import UnknownParameter
+
+    known = option_names()
+    for name in parameters:
+        ours = name in known or name == io_spec.DEADLINE_PARAMETER
+        if not ours and name not in TRITON_PARAMETERS and not name.startswith("triton_"):
+            listed = ", ".join([*known, io_spec.DEADLINE_PARAMETER])
+            raise UnknownParameter(f"unknown request parameter {name!r}; known: {listed}")
+
+
 def parse_overrides(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Check raw override values, keyed by field, parameter or tensor name; None values are skipped.
 

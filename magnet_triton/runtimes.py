@@ -190,7 +190,11 @@ RUNTIMES: tuple[Runtime, ...] = (
         model_file="model.onnx",
         runner="magnet_triton.model_repository.onnx_runner_model",
         file_parameter="onnx_file",
-        option_parameters={"intra_op_threads": "onnx_threads", "allow_spinning": "onnx_spinning"},
+        option_parameters={
+            "intra_op_threads": "onnx_threads",
+            "allow_spinning": "onnx_spinning",
+            "memory_arena": "onnx_memory_arena",
+        },
         requirements=("onnxruntime",),
         extra="cpu",
         description="the ONNX files in onnxruntime, in Python-backend runners",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from magnet_triton.errors import MagnetError
 from magnet_triton.imageio import MAX_DECODE_PIXELS, decode_image
 from magnet_triton.model_repository.config_params import model_parameters
 from magnet_triton.model_repository.responses import respond_to_each
+from magnet_triton.request_options import check_request_parameters
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,9 @@ class TritonPythonModel:
 
     def _decode(self, request: Any) -> Any:
         pb = self.pb_utils
+        # The ensemble hands every step the request's parameters: a misspelled one is refused here, at
+        # once, rather than after the request waited its turn in the pipeline's queue.
+        check_request_parameters(json.loads(request.parameters() or "{}"))
         tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE_BYTES)
         if tensor is None:
             raise MagnetError(

@@ -36,6 +36,13 @@ class TritonPythonModel(BatchedNetworkModel):
         spinning = "1" if params.get("allow_spinning", "false").lower() == "true" else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+        # Memory patterns (onnxruntime plans one block per input shape, and the dynamic batcher makes
+        # many shapes) cost memory and time here: measured on the cityscapes-fast backbone, batches of
+        # 1 to 8, 2 threads, off: 580-656 ms per patch and 4.5 GB instead of 741-764 ms and 8.3 GB.
+        options.enable_mem_pattern = False
+        # The arena keeps every block it grew (by doubling) for the life of the session; without it,
+        # tensors go back to the allocator after each run (0.35 GB kept instead of 4.5, about 30 % slower).
+        options.enable_cpu_mem_arena = params.get("memory_arena", "true").lower() == "true"
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         log.info("%s version %s: %s", args["model_name"], args["model_version"], onnx_path)
 

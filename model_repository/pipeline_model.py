@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from magnet_triton import io_spec, request_options
-from magnet_triton.errors import ImageTooLarge, MagnetError, OverWorkCap, UnknownParameter
+from magnet_triton.errors import ImageTooLarge, MagnetError, OverWorkCap
 from magnet_triton.model_repository.bls_networks import BLSNetworks
 from magnet_triton.model_repository.config_params import instance_device, model_parameters
 from magnet_triton.model_repository.pipeline_metrics import PipelineMetrics
@@ -44,10 +44,6 @@ def check_image_size(image: np.ndarray, max_pixels: int) -> None:
         )
 
 
-#: Request parameters that are not ours to check: Triton's and its clients' own.
-_TRITON_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", "priority", "timeout"})
-
-
 def check_work(settings: Settings, max_patches: int, max_points: int) -> None:
     """Refuse a request whose settings would refine more than this server allows (0: no cap)."""
     patches, points = request_work(settings)
@@ -71,12 +67,7 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
     """
     raw: dict[str, Any] = {}
     parameters = json.loads(request.parameters() or "{}")
-    known = request_options.option_names()
-    for name in parameters:
-        ours = name in known or name == io_spec.DEADLINE_PARAMETER
-        if not ours and name not in _TRITON_PARAMETERS and not name.startswith("triton_"):
-            listed = ", ".join([*known, io_spec.DEADLINE_PARAMETER])
-            raise UnknownParameter(f"unknown request parameter {name!r}; known: {listed}")
+    request_options.check_request_parameters(parameters)
     for option in request_options.REQUEST_OPTIONS:
         if option.parameter in parameters:
             raw[option.name] = parameters[option.parameter]

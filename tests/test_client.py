@@ -39,7 +39,7 @@ from magnet_triton.client import (
     overlay,
     write_overlay,
 )
-from magnet_triton.client.errors import from_triton
+from magnet_triton.client.errors import ModelRecoveringError, ServerBusyError, from_triton
 from magnet_triton.client.progress import ProgressBar
 from magnet_triton.client.result import statistics_delta, summarize_health
 from magnet_triton.client.retry import RetryPolicy
@@ -231,7 +231,40 @@ def test_tritonclient_errors_map_to_one_class_per_status(status, kind):
     assert type(error) is kind and "boom" in str(error)
 
 
-def test_backoff_doubles_up_to_the_cap_and_only_unreachable_servers_are_retried():
+# Triton 2.51's own words (seen in the soak's fault windows and queue tests), and what each means.
+@pytest.mark.parametrize(
+    ("status", "message", "kind"),
+    [
+        ("StatusCode.UNAVAILABLE", "in ensemble 'magnet', Exceeds maximum queue size", ServerBusyError),
+        ("StatusCode.UNAVAILABLE", "Request timeout expired", ServerBusyError),
+        (
+            "StatusCode.NOT_FOUND",
+            "Request for unknown model: 'magnet' has no available versions",
+            ModelRecoveringError,
+        ),
+        ("StatusCode.INTERNAL", "Stub process 'magnet_pipeline_0_1' is not healthy.", ModelRecoveringError),
+        (
+            "StatusCode.UNAVAILABLE",
+            "magnet_backbone (version 1) failed: Stub process 'magnet_backbone_0_0' is not healthy.",
+            ModelRecoveringError,
+        ),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'magnett' is not found", ServerError),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ConnectionFailedError),
+        ("StatusCode.INTERNAL", "RuntimeError: out of memory", ServerError),
+    ],
+)
+def test_a_busy_or_recovering_server_is_told_apart_from_a_missing_model_or_a_failure(status, message, kind):
+    from tritonclient.utils import InferenceServerException
+
+    error = from_triton(
+        InferenceServerException(message, status=status), url="h:1", model_name="magnet", attempts=1
+    )
+    assert type(error) is kind and message in str(error)
+    retried = kind in (ServerBusyError, ModelRecoveringError, ConnectionFailedError)
+    assert RetryPolicy(retries=1).should_retry(error, attempt=1) is retried
+
+
+def test_backoff_doubles_up_to_the_cap_and_bad_requests_and_timeouts_are_not_retried():
     policy = RetryPolicy(retries=5, backoff_s=0.5, max_backoff_s=3.0)
     assert [policy.delay_s(i) for i in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert policy.should_retry(ConnectionFailedError("x", status="UNAVAILABLE"), attempt=1)

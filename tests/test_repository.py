@@ -69,7 +69,8 @@ def test_network_configs_batch_dynamically_and_refiners_are_versions():
     assert refiner.dynamic_batching.max_queue_delay_microseconds == 500
     assert refiner.version_policy.HasField("all")
     backbone = parse(to_pbtxt(configs[io_spec.BACKBONE_MODEL]))
-    assert backbone.model_warmup[0].batch_size == 1
+    # Warm-up at the largest batch, so the memory the instance keeps is there (and measured) at ready.
+    assert backbone.model_warmup[0].batch_size == backbone.max_batch_size == 8
     assert not backbone.HasField("version_policy")
 
 

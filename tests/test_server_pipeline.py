@@ -269,6 +269,18 @@ def test_the_metrics_endpoint_counts_each_request_by_how_it_was_answered(client,
     assert _triton_successes(server) == triton_before + 3
 
 
+def test_a_misspelled_parameter_through_the_ensemble_is_refused_by_the_decode_step(client, server):
+    """Refused at the first step, at once: it never waits its turn in the pipeline's queue (so the
+    pipeline, which would count it, never sees it)."""
+    before = _answered(server)
+    inputs = [tensor(io_spec.IMAGE_BYTES, np.array([png_bytes(scene(20, 20))], dtype=object), "BYTES")]
+    with pytest.raises(grpc.InferenceServerException) as error:
+        client.infer(io_spec.ENSEMBLE_MODEL, inputs, parameters={"n_patchs": 2})
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "unknown request parameter 'n_patchs'; known: mode" in error.value.message()
+    assert _answered(server) == before
+
+
 def test_a_request_abandoned_by_its_client_stops_within_a_scale(client, server):
     """A gRPC deadline that passes cancels the request in Triton; the pipeline asks before every scale
     and stops, so the abandoned request costs a fraction of a full run (TINY has three scales)."""

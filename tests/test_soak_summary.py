@@ -60,13 +60,14 @@ def test_a_full_queue_is_load_shed_and_reported_apart_from_unexpected_failures()
     assert summary["unexpected"] == {}
 
 
-def test_the_rss_growth_is_measured_from_the_end_of_warm_up():
-    # Duration 100 s: warm-up is the first 20 s, whose growth does not count.
-    memory = [
-        {"t": t, "rss_mib": rss, "shm_mib": 0.0} for t, rss in [(0, 100), (10, 900), (20, 1000), (90, 1010)]
-    ]
-    summary = summarize(soak_with([], memory=memory))
-    assert summary["rss_mib"]["growth_after_warmup"] == pytest.approx(0.01)
+def test_the_rss_growth_is_that_of_the_high_water_mark_after_warm_up():
+    # Duration 100 s: warm-up is the first 20 s, whose growth does not count; the peak of 20-40 s
+    # (1000, not the 700 between requests) against the peak of 80 s on (1010, not the last 600).
+    samples = [(0, 100), (10, 900), (20, 700), (30, 1000), (50, 1500), (80, 800), (85, 1010), (95, 600)]
+    memory = [{"t": t, "rss_mib": rss, "shm_mib": 0.0} for t, rss in samples]
+    rss = summarize(soak_with([], memory=memory))["rss_mib"]
+    assert (rss["peak_after_warmup"], rss["peak_at_end"]) == (1000, 1010)
+    assert rss["growth_after_warmup"] == pytest.approx(0.01)
 
 
 def test_the_declared_size_png_is_a_valid_header_of_that_size():

@@ -97,6 +97,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a probe unanswered this long is a fault if the model finished nothing else meanwhile "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="the memory this server may use: once ready, its measured footprint plus every pipeline "
+        "instance's peak at the repository's pixel limit must fit, or it stops and says the limit that would",
+    )
     p.add_argument("--log-file", type=Path, help="write the server log here (default: a temporary file)")
     p.add_argument("--startup-timeout-s", type=float, default=120.0, help="default: %(default)s")
     p.add_argument(
@@ -135,6 +143,28 @@ def _memory_args(args: argparse.Namespace) -> tuple[int, list[str]]:
         return args.shm_default_byte_size or DEFAULT_PYTHON_SHM_BYTE_SIZE, []
     pool = [] if "--cuda-memory-pool-byte-size" in given else sized.tritonserver_args()
     return args.shm_default_byte_size or sized.python_shm_default_byte_size, pool
+
+
+def _memory_plan(args: argparse.Namespace, server: TritonServer) -> str:
+    """The ``memory`` line: the ready server's measured footprint and its peak at the pixel limit.
+
+    Raises :class:`MagnetError` when ``--memory-limit-gb`` is given and the plan does not fit it.
+    """
+    from magnet_triton.export.repository import read_manifest
+    from magnet_triton.server.memory_budget import GB, MemoryPlan, measured_footprint_bytes
+
+    if args.memory_limit_gb is not None and args.memory_limit_gb <= 0:
+        raise MagnetError(f"--memory-limit-gb must be > 0, got {args.memory_limit_gb:g}")
+    try:
+        manifest = read_manifest(args.model_repository)
+    except MagnetError:  # not a repository of ours: nothing to size it by
+        return "not sized (no magnet_repository.json)"
+    footprint = measured_footprint_bytes(server.pid or -1, [s.pid for s in server.live_stubs()])
+    plan = MemoryPlan.of(manifest, footprint)
+    if args.memory_limit_gb is None:
+        return f"{plan.describe()} (--memory-limit-gb checks it)"
+    plan.check(int(args.memory_limit_gb * GB))
+    return f"{plan.describe()}, within the declared {args.memory_limit_gb:g} GB"
 
 
 def _access(args: argparse.Namespace) -> tuple[AdminKey | None, GrpcTls | None]:
@@ -202,6 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"metrics  {server.metrics_url}")
             print(f"log      {server.log_path}")
             print(f"models   {', '.join(server.ready_models()) or '(none)'}")
+            print(f"memory   {_memory_plan(args, server)}")
             for line in _describe_access(args, admin, tls):
                 print(line)
             print("serving; Ctrl-C or SIGTERM stops", flush=True)
