@@ -286,7 +286,8 @@ def abandon_trace(
     url: str, serve_pid: int, png: bytes, scales: int, abandon_after_s: float
 ) -> dict[str, Any]:
     """Once the load is over: how long the cores stay busy after a client abandons a request, against
-    the time of one scale (a full request alone, divided by its scales, the coarse one included).
+    the time of one scale (a full request alone, divided by its refined scales: the average, so a
+    lower bound on the longest).
 
     The server tree's CPU is sampled every 0.1 s; "busy until" is the first moment after the client
     gave up from which it stays under :data:`IDLE_CORE_SHARE` of a core for a second.
@@ -326,7 +327,8 @@ def abandon_trace(
             quiet_since = t - 0.1
         if quiet_since is not None and t - quiet_since >= 1.0:
             break
-    one_scale_s = full_s / scales
+    # The coarse pass is one patch; the refined scales share the rest (the last is the longest).
+    one_scale_s = full_s / max(1, scales - 1)
     busy_s = quiet_since if quiet_since is not None else None
     return {
         "full_request_s": full_s,
@@ -567,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         soak.run()
         counters = _pipeline_counters(metrics)
-        scales = len(read_manifest(repository)["settings"]["scales"])
-        abandon = abandon_trace(soak.url, serve.pid, image.encoded, scales, args.abandon_after_s)
+        try:  # after the run: a failure here must not cost its report
+            scales = len(read_manifest(repository)["settings"]["scales"])
+            abandon = abandon_trace(soak.url, serve.pid, image.encoded, scales, args.abandon_after_s)
+        except Exception as e:
+            abandon = {"note": f"{type(e).__name__}: {e}"}
     finally:
         serve.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
