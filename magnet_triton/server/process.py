@@ -217,6 +217,8 @@ class TritonServer:
         # A prefix of our own for the stubs' /dev/shm regions, so stop() can remove what a killed
         # server leaves behind without touching other servers' regions.
         self._shm_prefix = f"magnet_triton_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        #: Servers started so far by this object (a restart is the second).
+        self._launches = 0
 
     # -- endpoints ---------------------------------------------------------------------------------
     @property
@@ -366,7 +368,15 @@ class TritonServer:
             self._log_path = Path(name)
         cmd = self.command()
         log.info("starting %s", " ".join(cmd))
-        with open(self._log_path, "wb") as log_file:
+        # A restart appends: the end of the log of the server that died is what says why.
+        restarting = self._user_log_path is not None and self._launches > 0
+        self._launches += 1
+        with open(self._log_path, "ab" if restarting else "wb") as log_file:
+            if restarting:
+                log_file.write(
+                    f"\n==== magnet-triton: tritonserver restarted (launch {self._launches}) ====\n".encode()
+                )
+                log_file.flush()
             # A session of its own: Ctrl-C in a terminal reaches us, not the server (we stop it in
             # order), and stop() can kill the stubs with the server as one process group.
             self._proc = subprocess.Popen(

@@ -34,6 +34,21 @@ log = logging.getLogger(__name__)
 #: Probe errors that mean the model is busy, not broken: Triton turned the probe away from a full
 #: queue, or it waited in the queue past its timeout.
 BUSY = ("Exceeds maximum queue size", "Request timeout expired")
+#: A probe error that blames another model: the pipeline answered UNAVAILABLE because a network it
+#: calls is down ("magnet_pipeline is unavailable: magnet_backbone ... is not ready"). That network's
+#: own stubs and probe find it; reloading the pipeline too would only take it down meanwhile.
+DEPENDENCY_DOWN = ("is unavailable:",)
+
+
+def is_probe_fault(error: str, timed_out: bool, progressed: bool) -> bool:
+    """Whether a failed probe (its ``error``) says the probed model itself is broken.
+
+    Not when it was busy (turned away from a full queue, timed out in it, or timed out while it
+    finished other requests), nor when it only reports a model it depends on as down.
+    """
+    if any(words in error for words in (*BUSY, *DEPENDENCY_DOWN)):
+        return False
+    return not (timed_out and progressed)
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,8 @@ class Supervisor:
         """Models whose probe failed, or got no answer while the model finished nothing else.
 
         A model that is busy is not faulty: a probe Triton turned away from a full queue, or one that
-        timed out while the model completed other requests, counts as an answer.
+        timed out while the model completed other requests, counts as an answer; so does one that only
+        says a model it calls is down (:func:`is_probe_fault`).
         """
         headers = self.server.admin_headers()
         # A client of its own: probes run in their own thread, beside the repairs' calls.
@@ -122,12 +138,12 @@ class Supervisor:
             before = _success_counts(client, headers)
             faults = []
             for result in probe_server(client, timeout_s=self.probe_timeout_s, headers=headers):
-                if result.ok or any(words in result.error for words in BUSY):
+                if result.ok:
                     continue
                 progressed = _success_counts(client, headers).get(result.model, 0) > before.get(
                     result.model, 0
                 )
-                if result.timed_out and progressed:
+                if not is_probe_fault(result.error, result.timed_out, progressed):
                     continue
                 what = "got no answer" if result.timed_out else "failed"
                 faults.append(Fault(result.model, f"probe {what}: {result.error}"))
@@ -178,7 +194,10 @@ class Supervisor:
                 self.server.restart()
                 self._record(fault, "restarted", started)
         with self._lock:
+            # What the probe thread saw during the repair was the server mid-repair (a restart refuses
+            # connections for seconds): believed, it would call for another restart, and so on.
             self._generation += 1
+            self._probed = []
         self._expected_stubs = count_by_model(self.server.live_stubs())
 
     def step(self) -> list[Fault]:
