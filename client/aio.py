@@ -68,6 +68,7 @@ class AsyncMagnetClient:
         cuda_device_id: int = 0,
         collect_server_timings: bool = False,
         headers: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         self.options = make_options(
             url,
@@ -82,6 +83,7 @@ class AsyncMagnetClient:
             cuda_device_id=cuda_device_id,
             collect_server_timings=collect_server_timings,
             headers=headers or {},
+            deadline_s=deadline_s,
         )
         # Imported now so a missing tritonclient shows at construction, as with the sync client.
         self._aio = deps.grpc_aio()

@@ -66,14 +66,18 @@ class ClientOptions:
     cuda_device_id: int = 0
     collect_server_timings: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", normalize_url(self.url))
-        t = self.timeout_s
-        if t is not None and (
-            isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
-        ):
-            raise BadRequestError(f"timeout_s must be a number of seconds > 0 (or None: no limit), got {t!r}")
+        for name in ("timeout_s", "deadline_s"):
+            t = getattr(self, name)
+            if t is not None and (
+                isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
+            ):
+                raise BadRequestError(
+                    f"{name} must be a number of seconds > 0 (or None: no limit), got {t!r}"
+                )
         if (
             isinstance(self.cuda_device_id, bool)
             or not isinstance(self.cuda_device_id, int)
@@ -108,12 +112,14 @@ class ClientOptions:
         return {"headers": self.headers or None, "client_timeout": self.timeout_s}
 
     def infer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the timeout as the
-        request's ``deadline_ms``, which the pipeline honours even behind the ensemble (Triton 24.10
-        does not pass a cancelled ensemble request on to its steps)."""
+        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the request's
+        ``deadline_ms``: ``deadline_s`` (past it the pipeline answers with the map refined so far), else
+        the timeout, so an abandoned request stops refining even behind the ensemble (Triton 24.10 does
+        not pass a cancelled ensemble request on to its steps)."""
         kwargs = self.call_kwargs()
-        if self.timeout_s is not None:
-            kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(self.timeout_s * 1000))}
+        budgets = [t for t in (self.deadline_s, self.timeout_s) if t is not None]
+        if budgets:
+            kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(min(budgets) * 1000))}
         return kwargs
 
 

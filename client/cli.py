@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--timeout-s", type=float, default=300.0, help="seconds per request (%(default)s)")
     group.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="the server's budget per image: past it, it answers with the map refined so far "
+        "(default: --timeout-s)",
+    )
+    group.add_argument(
         "--retries",
         type=int,
         default=3,
@@ -171,6 +178,7 @@ def _client(args: argparse.Namespace) -> Any:
         private_key_path=str(args.private_key) if args.private_key else None,
         certificate_chain_path=str(args.certificate_chain) if args.certificate_chain else None,
         headers=headers,
+        deadline_s=args.deadline_s,
     )
 
 

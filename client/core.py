@@ -63,6 +63,9 @@ class MagnetClient:
         collect_server_timings: read Triton's statistics before and after each request to fill
             :attr:`SegmentResult.server_timings` (two more small calls per request).
         headers: extra gRPC metadata sent with every call (e.g. an auth token).
+        deadline_s: the pipeline's budget per image, from when it starts the image: past it the
+            refinement stops and the map refined so far comes back (:attr:`SegmentResult.scales_done`
+            says how far it got). None: ``timeout_s``, so a request this client gave up on stops.
 
     Raises:
         BadRequestError: an option is invalid.
@@ -84,6 +87,7 @@ class MagnetClient:
         cuda_device_id: int = 0,
         collect_server_timings: bool = False,
         headers: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         self.options = make_options(
             url,
@@ -98,6 +102,7 @@ class MagnetClient:
             cuda_device_id=cuda_device_id,
             collect_server_timings=collect_server_timings,
             headers=headers or {},
+            deadline_s=deadline_s,
         )
         self._grpc = deps.grpc()
         self._triton_error = deps.inference_server_exception()

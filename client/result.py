@@ -15,6 +15,8 @@ from magnet_triton.client.errors import ServerError
 _STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 # The outputs do not depend on the preset (the pipeline's spec ignores its settings).
 _OUTPUTS = io_spec.ensemble_spec().outputs
+#: The H0 x W0 maps; SCALES_DONE is a count beside them (absent from repositories written before it).
+_MAPS = tuple(o for o in _OUTPUTS if o.name != io_spec.SCALES_DONE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +29,9 @@ class SegmentResult:
         segmentation: H0 x W0 uint8 class map of the final (finest) scale.
         coarse_segmentation: H0 x W0 uint8 class map of the coarse, whole-image pass.
         confidence: H0 x W0 float32, top-1 minus top-2 class probability of the final scale, in [0, 1].
+        scales_done: the scales the map went through, the coarse pass included; fewer than the preset's
+            when the request's ``deadline_ms`` ended the refinement early. None from a server whose
+            repository predates the output.
         model_name: the model that answered (``magnet`` for encoded images, ``magnet_pipeline`` for arrays).
         latency_s: seconds from sending the (last) attempt to having the response, measured here.
         attempts: how many times the request was sent (1 unless the server was unreachable at first).
@@ -42,6 +47,7 @@ class SegmentResult:
     latency_s: float
     attempts: int = 1
     server_timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    scales_done: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -63,7 +69,7 @@ def parse_response(
     ``image_shape`` (H0, W0) is known for raw arrays and then checked too.
     """
     arrays = {}
-    for spec in _OUTPUTS:
+    for spec in _MAPS:
         array = response.as_numpy(spec.name)
         if array is None:
             raise ServerError(f"{model_name} returned no {spec.name} output; is the repository out of date?")
@@ -77,6 +83,9 @@ def parse_response(
         raise ServerError(
             f"{model_name} returned outputs of sizes {sorted(shapes)} for an image of {image_shape}"
         )
+    scales = response.as_numpy(io_spec.SCALES_DONE)
+    if scales is not None and (scales.dtype != np.int32 or scales.size != 1):
+        raise ServerError(f"{model_name} returned {io_spec.SCALES_DONE} as {scales.dtype} {scales.shape}")
     return SegmentResult(
         segmentation=arrays[io_spec.SEGMENTATION],
         coarse_segmentation=arrays[io_spec.COARSE_SEGMENTATION],
@@ -85,6 +94,7 @@ def parse_response(
         latency_s=latency_s,
         attempts=attempts,
         server_timings=server_timings,
+        scales_done=None if scales is None else int(scales.reshape(-1)[0]),
     )
 
 

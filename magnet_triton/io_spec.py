@@ -46,13 +46,14 @@ PATCH_ORDER = request_option("patch_order").tensor
 SEGMENTATION = "SEGMENTATION"
 COARSE_SEGMENTATION = "COARSE_SEGMENTATION"
 CONFIDENCE = "CONFIDENCE"
+SCALES_DONE = "SCALES_DONE"
 
 #: Name of the dynamic batch axis in the ONNX files and the TensorRT profiles.
 BATCH_AXIS = "batch"
 #: The request parameter that gives ``magnet_pipeline`` a time budget in milliseconds, counted from when
-#: it starts the request: past it, the run stops before its next scale and is answered CANCELLED.
-#: ``magnet-client`` sends its timeout as this, since a deadline that passes on an ensemble request
-#: does not cancel its steps (Triton 24.10).
+#: it starts the request: past it, the refinement stops before its next scale and the map refined so far
+#: is the answer (``SCALES_DONE`` says how far it got). ``magnet-client`` sends its timeout as this too,
+#: since a deadline that passes on an ensemble request does not cancel its steps (Triton 24.10).
 DEADLINE_PARAMETER = "deadline_ms"
 
 #: Triton dtype name -> numpy dtype. BYTES travels as numpy ``object`` arrays of ``bytes``.
@@ -278,6 +279,13 @@ def _segmentation_outputs() -> tuple[TensorSpec, ...]:
             "FP32",
             (-1, -1),
             description="H0 x W0 top-1 minus top-2 class probability of the final scale, in [0, 1]",
+        ),
+        TensorSpec(
+            SCALES_DONE,
+            "INT32",
+            (1,),
+            description="scales the map went through, the coarse pass included: fewer than the preset's "
+            "when deadline_ms ended the refinement early",
         ),
     )
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 FAMILY = "magnet_pipeline_requests_total"
 DESCRIPTION = (
     "Requests magnet_pipeline answered, by outcome: success; refused (the caller's mistake, reason says "
-    "which); failed (a server error); unavailable (a composing model was down); cancelled (the client cancelled or its deadline passed)"
+    "which); failed (a server error); unavailable (a composing model was down); cancelled (the client cancelled; a deadline_ms cut counts as a success)"
 )
 
 

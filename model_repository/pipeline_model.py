@@ -77,9 +77,13 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
     return raw
 
 
-def stop_condition(request: Any, started: float) -> Callable[[], bool] | None:
-    """When the run must stop: the request was cancelled, or its ``deadline_ms`` (from ``started``,
-    a ``time.monotonic()``) passed. None when neither can be known.
+def stop_conditions(
+    request: Any, started: float
+) -> tuple[Callable[[], bool] | None, Callable[[], bool] | None]:
+    """(cancelled, out of time) of a request, each None when it cannot be known.
+
+    Cancelled: the client gave up (Python backends before 23.10 cannot tell). Out of time: its
+    ``deadline_ms``, counted from ``started`` (a ``time.monotonic()``), has passed.
 
     Raises:
         MagnetError: a ``deadline_ms`` that is not a whole number of milliseconds > 0.
@@ -90,12 +94,11 @@ def stop_condition(request: Any, started: float) -> Callable[[], bool] | None:
         raise MagnetError(
             f"request parameter {io_spec.DEADLINE_PARAMETER} must be an integer > 0, got {budget!r}"
         )
-    # Python backends before 23.10 cannot tell a cancelled request.
     cancelled = getattr(request, "is_cancelled", None)
     if budget is None:
-        return cancelled
+        return cancelled, None
     deadline = started + budget / 1000
-    return lambda: time.monotonic() > deadline or (cancelled is not None and cancelled())
+    return cancelled, lambda: time.monotonic() > deadline
 
 
 class TritonPythonModel:
@@ -140,7 +143,7 @@ class TritonPythonModel:
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))
         check_work(settings, self.max_patches, self.max_points)
-        should_stop = stop_condition(request, started)
+        cancelled, out_of_time = stop_conditions(request, started)
         # Triton lists every output when the client names none, so this only skips what was left out.
         requested = set(request.requested_output_names())
         result = run_magnet(
@@ -151,13 +154,16 @@ class TritonPythonModel:
             steps=self.steps,
             return_coarse=io_spec.COARSE_SEGMENTATION in requested,
             return_confidence=io_spec.CONFIDENCE in requested,
-            should_stop=should_stop,
+            should_stop=cancelled,
+            out_of_time=out_of_time,
         )
         outputs = [pb.Tensor(io_spec.SEGMENTATION, result.segmentation)]
         if result.coarse_segmentation is not None:
             outputs.append(pb.Tensor(io_spec.COARSE_SEGMENTATION, result.coarse_segmentation))
         if result.confidence is not None:
             outputs.append(pb.Tensor(io_spec.CONFIDENCE, result.confidence.astype(np.float32)))
+        if io_spec.SCALES_DONE in requested:
+            outputs.append(pb.Tensor(io_spec.SCALES_DONE, np.array([result.scales_done], np.int32)))
         return pb.InferenceResponse(output_tensors=outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
