@@ -65,6 +65,13 @@ from {module} import TritonPythonModel  # noqa: F401
 QUEUE_PER_PIPELINE_INSTANCE = 4
 
 
+def default_max_image_pixels(settings: Settings) -> int:
+    """The pixel limit ``magnet-triton export`` writes unless told: 16 MiB pixels, or the preset's finest
+    scale when that is larger (an Inria or Gleason tile of 5000 x 5000 is 25 MP)."""
+    width, height = settings.scales[-1]
+    return max(16 * 1024 * 1024, width * height)
+
+
 @dataclass(frozen=True)
 class RepositoryOptions:
     """Serving settings written into the configs.
