@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,15 @@ from magnet_triton.client.errors import (
     SharedMemoryError,
     status_name,
 )
-from magnet_triton.client.request import ImageInput, Request, Tensor, Transport, override_tensors, prepare
+from magnet_triton.client.request import (
+    ImageInput,
+    Request,
+    Tensor,
+    Transport,
+    check_outputs,
+    override_tensors,
+    prepare,
+)
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.client.shm import CudaRegion, Region, SystemRegion
 from magnet_triton.io_spec import DEADLINE_PARAMETER
@@ -139,10 +147,15 @@ class SegmentOptions:
 
     overrides: tuple[Tensor, ...]
     transport: Transport
+    outputs: tuple[str, ...] | None = None
 
 
 def segment_options(
-    *, via_shared_memory: bool = False, via_cuda_shared_memory: bool = False, **overrides: Any
+    *,
+    via_shared_memory: bool = False,
+    via_cuda_shared_memory: bool = False,
+    outputs: Sequence[str] | None = None,
+    **overrides: Any,
 ) -> SegmentOptions:
     """Check ``segment``'s keyword arguments (see :meth:`MagnetClient.segment`).
 
@@ -157,7 +170,7 @@ def segment_options(
         transport = Transport.SYSTEM_SHM
     else:
         transport = Transport.GRPC
-    return SegmentOptions(override_tensors(overrides), transport)
+    return SegmentOptions(override_tensors(overrides), transport, check_outputs(outputs))
 
 
 def options_doc(indent: str = "            ") -> str:
@@ -169,7 +182,7 @@ def options_doc(indent: str = "            ") -> str:
 
 def prepare_request(image: ImageInput, options: SegmentOptions) -> Request:
     """Validate ``image`` and build its request (see :func:`magnet_triton.client.request.prepare`)."""
-    return prepare(image, options.overrides, options.transport)
+    return prepare(image, options.overrides, options.transport, options.outputs)
 
 
 def make_region(request: Request, options: ClientOptions) -> Region | None:
@@ -192,6 +205,13 @@ def infer_inputs(grpc_module: Any, request: Request, region: Region | None) -> l
             infer_input.set_data_from_numpy(tensor.array)
         inputs.append(infer_input)
     return inputs
+
+
+def requested_outputs(grpc_module: Any, request: Request) -> list[Any] | None:
+    """``InferRequestedOutput`` objects for ``request``'s outputs; None asks for every one."""
+    if request.outputs is None:
+        return None
+    return [grpc_module.InferRequestedOutput(name) for name in request.outputs]
 
 
 def registration_failed(error: BaseException, region: Region, url: str) -> MagnetClientError | None:

@@ -23,6 +23,7 @@ from magnet_triton.client.base import (
     options_doc,
     prepare_request,
     registration_failed,
+    requested_outputs,
     segment_options,
 )
 from magnet_triton.client.errors import MagnetClientError, from_triton
@@ -133,6 +134,7 @@ class MagnetClient:
         *,
         via_shared_memory: bool = False,
         via_cuda_shared_memory: bool = False,
+        outputs: Sequence[str] | None = None,
         **overrides: Any,
     ) -> SegmentResult:
         """Segment one image.
@@ -145,6 +147,9 @@ class MagnetClient:
                         message (the server must run on this machine). Files and bytes are decoded here first.
                     via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
                         cuda-python and a GPU.
+                    outputs: the maps to ask for beside the class map: ``"coarse"``, ``"confidence"``
+                        (None: both). The server skips the full-resolution passes of those left out; they
+                        are None in the result.
                     overrides: per-request options of the served preset, by name; None or absent keeps the
                         preset's value:
         {options}
@@ -160,7 +165,10 @@ class MagnetClient:
                     SharedMemoryError, DependencyMissingError: shared memory could not be used.
         """
         options = segment_options(
-            via_shared_memory=via_shared_memory, via_cuda_shared_memory=via_cuda_shared_memory, **overrides
+            via_shared_memory=via_shared_memory,
+            via_cuda_shared_memory=via_cuda_shared_memory,
+            outputs=outputs,
+            **overrides,
         )
         return self._segment(image, options)
 
@@ -318,7 +326,9 @@ class MagnetClient:
                 inputs = infer_inputs(self._grpc, request, region)
                 call_kwargs = self.options.infer_kwargs()
                 started = time.perf_counter()
-                response = self._client.infer(request.model_name, inputs, **call_kwargs)
+                response = self._client.infer(
+                    request.model_name, inputs, outputs=requested_outputs(self._grpc, request), **call_kwargs
+                )
                 latency_s = time.perf_counter() - started
                 timings = self._timings(before, request.model_name) if before is not None else {}
             finally:
@@ -334,6 +344,7 @@ class MagnetClient:
             latency_s=latency_s,
             attempts=attempt,
             server_timings=timings,
+            requested=request.outputs,
         )
 
     def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:

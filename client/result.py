@@ -27,8 +27,10 @@ class SegmentResult:
 
     Attributes:
         segmentation: H0 x W0 uint8 class map of the final (finest) scale.
-        coarse_segmentation: H0 x W0 uint8 class map of the coarse, whole-image pass.
-        confidence: H0 x W0 float32, top-1 minus top-2 class probability of the final scale, in [0, 1].
+        coarse_segmentation: H0 x W0 uint8 class map of the coarse, whole-image pass; None when the call
+            named ``outputs`` without it.
+        confidence: H0 x W0 float32, top-1 minus top-2 class probability of the final scale, in [0, 1];
+            None when the call named ``outputs`` without it.
         scales_done: the scales the map went through, the coarse pass included; fewer than the preset's
             when the request's ``deadline_ms`` ended the refinement early. None from a server whose
             repository predates the output.
@@ -41,8 +43,8 @@ class SegmentResult:
     """
 
     segmentation: np.ndarray
-    coarse_segmentation: np.ndarray
-    confidence: np.ndarray
+    coarse_segmentation: np.ndarray | None
+    confidence: np.ndarray | None
     model_name: str
     latency_s: float
     attempts: int = 1
@@ -63,13 +65,18 @@ def parse_response(
     latency_s: float,
     attempts: int,
     server_timings: dict[str, dict[str, float]],
+    requested: tuple[str, ...] | None = None,
 ) -> SegmentResult:
     """A :class:`SegmentResult` from a ``tritonclient`` ``InferResult``; checks dtypes and shapes.
 
-    ``image_shape`` (H0, W0) is known for raw arrays and then checked too.
+    ``image_shape`` (H0, W0) is known for raw arrays and then checked too. ``requested``: the outputs
+    asked for (None: all); the maps left out are None in the result.
     """
-    arrays = {}
+    arrays: dict[str, np.ndarray | None] = {}
     for spec in _MAPS:
+        if requested is not None and spec.name not in requested:
+            arrays[spec.name] = None
+            continue
         array = response.as_numpy(spec.name)
         if array is None:
             raise ServerError(f"{model_name} returned no {spec.name} output; is the repository out of date?")
@@ -78,7 +85,7 @@ def parse_response(
                 f"{model_name} returned {spec.name} as {array.dtype} {array.shape}, expected {spec.dtype} H x W"
             )
         arrays[spec.name] = array
-    shapes = {a.shape for a in arrays.values()}
+    shapes = {a.shape for a in arrays.values() if a is not None}
     if len(shapes) != 1 or (image_shape is not None and shapes != {tuple(image_shape)}):
         raise ServerError(
             f"{model_name} returned outputs of sizes {sorted(shapes)} for an image of {image_shape}"
