@@ -125,7 +125,9 @@ def save_atomically(image: Any, path: Path, image_format: str) -> None:
         raise MagnetError(f"cannot write {path}: {e.strerror or e}") from e
 
 
-def write_class_map(path: str | os.PathLike, class_map: np.ndarray, palette: np.ndarray | None = None) -> None:
+def write_class_map(
+    path: str | os.PathLike, class_map: np.ndarray, palette: np.ndarray | None = None
+) -> None:
     """Write an H x W uint8 class map as a PNG of class indices, written atomically.
 
     With ``palette`` (C x 3 uint8, row c the colour of class c) the PNG is a palette ("P") image: it opens

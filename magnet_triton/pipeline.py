@@ -52,6 +52,7 @@ class SegmentationResult:
         probabilities: 1 x C x H0 x W0 float32 final probabilities, when asked for.
         timings_s: seconds spent per stage.
         points_replaced: per refined scale, how many pixels took the refiner's answer.
+        patches_refined: per refined scale, how many patches went through the backbone and refiner.
         scales_done: the scales the map went through, the coarse pass included: the preset's
             ``num_scales`` unless ``out_of_time`` stopped the refinement early (1 for downsample).
     """
@@ -62,6 +63,7 @@ class SegmentationResult:
     probabilities: torch.Tensor | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     points_replaced: list[int] = field(default_factory=list)
+    patches_refined: list[int] = field(default_factory=list)
     scales_done: int = 0
 
 
@@ -161,6 +163,7 @@ def run_magnet(
     coarse = networks.backbone(coarse_patch.to(device))
     t = clock.lap("backbone", t)
     points: list[int] = []
+    patches: list[int] = []
     scales_done = 1
 
     if settings.mode == "downsample":
@@ -175,8 +178,11 @@ def run_magnet(
             check_stop(scale_index)
             if out_of_time is not None and out_of_time():
                 break
-            probs, n_replaced = _refine_scale(image, settings, networks, probs, scale_index, steps, clock)
+            probs, n_replaced, n_patches = _refine_scale(
+                image, settings, networks, probs, scale_index, steps, clock
+            )
             points.append(n_replaced)
+            patches.append(n_patches)
             scales_done = scale_index + 1
 
     t = time.perf_counter()
@@ -199,6 +205,7 @@ def run_magnet(
         probabilities=final.cpu() if return_probabilities else None,
         timings_s=clock.timings,
         points_replaced=points,
+        patches_refined=patches,
         scales_done=scales_done,
     )
 
@@ -242,8 +249,9 @@ def _refine_scale(
     scale_index: int,
     steps: RefinementSteps,
     clock: _Clock,
-) -> tuple[torch.Tensor, int]:
-    """Steps 1-15 for one scale: returns the updated 1 x C x H x W probabilities and the point count."""
+) -> tuple[torch.Tensor, int, int]:
+    """Steps 1-15 for one scale: the updated 1 x C x H x W probabilities, the points replaced and the
+    patches refined."""
     size = settings.scales[scale_index]
     width, height = size
     in_w, in_h = settings.input_size
@@ -289,7 +297,7 @@ def _refine_scale(
         indices = indices[mask.reshape(-1)[indices]]
     steps.replace(probs, pasted, indices)  # step 15
     clock.lap("refine", t)
-    return probs, int(indices.numel())
+    return probs, int(indices.numel()), len(selected)
 
 
 def request_work(settings: Settings) -> tuple[int, int]:

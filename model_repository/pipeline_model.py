@@ -21,7 +21,7 @@ from magnet_triton import io_spec, request_options
 from magnet_triton.errors import ImageTooLarge, MagnetError, OverWorkCap
 from magnet_triton.model_repository.bls_networks import BLSNetworks
 from magnet_triton.model_repository.config_params import instance_device, model_parameters
-from magnet_triton.model_repository.pipeline_metrics import PipelineMetrics
+from magnet_triton.model_repository.pipeline_metrics import PipelineMetrics, PipelineWork
 from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.ops.steps import steps_for_device
 from magnet_triton.pipeline import check_image, request_work, run_magnet
@@ -125,6 +125,7 @@ class TritonPythonModel:
         torch.set_num_threads(int(params.get("torch_threads", "0")) or len(os.sched_getaffinity(0)))
         # Triton's own counters call every answered request a success; these say how it was answered.
         self.metrics = PipelineMetrics.create(pb_utils)
+        self.work = PipelineWork.create(pb_utils, self.settings.num_scales - 1)
         log.info(
             "magnet_pipeline ready: preset %s on %s, steps %s, %d torch threads",
             self.settings.name,
@@ -157,6 +158,8 @@ class TritonPythonModel:
             should_stop=cancelled,
             out_of_time=out_of_time,
         )
+        if self.work is not None:
+            self.work.record(result, settings.num_scales, settings.mode)
         outputs = [pb.Tensor(io_spec.SEGMENTATION, result.segmentation)]
         if result.coarse_segmentation is not None:
             outputs.append(pb.Tensor(io_spec.COARSE_SEGMENTATION, result.coarse_segmentation))
@@ -173,6 +176,6 @@ class TritonPythonModel:
         )
 
     def finalize(self) -> None:
-        metrics = getattr(self, "metrics", None)  # absent when initialize failed before making it
-        if metrics is not None:
-            metrics.close()
+        for counters in (getattr(self, "metrics", None), getattr(self, "work", None)):
+            if counters is not None:  # absent when initialize failed before making them
+                counters.close()
