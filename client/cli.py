@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "--resume", action="store_true", help="skip images whose outputs are all in --out already"
     )
+    segment.add_argument(
+        "--progressive",
+        action="store_true",
+        help="stream each stage from magnet_pipeline_progressive (export --progressive) and write the "
+        "maps before the last as <stem>_stage<k>.png (k scales done)",
+    )
     segment.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight, 0..1 (%(default)s)")
     add_option_arguments(segment, what="the server's")
     segment.add_argument("--concurrency", type=int, default=4, help="requests in flight (%(default)s)")
@@ -269,6 +275,10 @@ def run_segment(args: argparse.Namespace) -> int:
     unknown = sorted(set(save) - set(OPTIONAL_OUTPUTS))
     if unknown:
         raise BadRequestError(f"--save takes {', '.join(OPTIONAL_OUTPUTS)}, not {', '.join(unknown)}")
+    if args.progressive and (save or args.raw or args.shared_memory):
+        raise BadRequestError(
+            "--progressive streams class maps alone: leave out --save, --raw and --shared-memory"
+        )
     images = _check_inputs(args.images)
     overrides = options_from_args(args)
     segment_options(outputs=save, **overrides)  # a bad override fails once here, not once per image
@@ -286,10 +296,26 @@ def run_segment(args: argparse.Namespace) -> int:
         num_classes = client.num_classes() if needs_classes else None
         palette = None if args.grey else get_palette(args.palette, num_classes)
 
+        def stream(path: Path) -> Any:
+            """The final result; each stage before it is written once the next one has come (the last
+            answer is the class map itself; a deadline's cut repeats its last stage as the answer)."""
+            previous = None
+            for result in client.segment_progressive(path, **overrides):
+                if previous is not None and previous.scales_done != result.scales_done:
+                    stage_file = args.out / f"{path.stem}_stage{previous.scales_done}.png"
+                    write_class_map(stage_file, previous.segmentation, palette)
+                previous = result
+            return previous
+
         def process(path: Path) -> None:
             pixels = read_image(path) if raw else None
             source = pixels if pixels is not None else path
-            result = client.segment(source, via_shared_memory=args.shared_memory, outputs=save, **overrides)
+            if args.progressive:
+                result = stream(path)
+            else:
+                result = client.segment(
+                    source, via_shared_memory=args.shared_memory, outputs=save, **overrides
+                )
             if "coarse" in save:
                 write_class_map(args.out / f"{path.stem}_coarse.png", result.coarse_segmentation, palette)
             if "confidence" in save:

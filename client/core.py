@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,12 +27,14 @@ from magnet_triton.client.base import (
     requested_outputs,
     segment_options,
 )
-from magnet_triton.client.errors import MagnetClientError, from_triton
-from magnet_triton.client.request import ImageInput, Request
+from magnet_triton.client.errors import MagnetClientError, RequestTimeoutError, from_triton
+from magnet_triton.client.request import ImageInput, Request, prepare_progressive
 from magnet_triton.client.result import (
     STATISTICS_RETRY_DELAYS_S,
     SegmentResult,
+    has_outputs,
     index_from_statistics,
+    is_final,
     is_restricted,
     parse_response,
     statistics_delta,
@@ -174,6 +177,68 @@ class MagnetClient:
 
     # The option list comes from the option table, so adding an option documents it here too.
     segment.__doc__ = (segment.__doc__ or "").replace("{options}", options_doc("                "))
+
+    def segment_progressive(self, image: ImageInput, **overrides: Any) -> Iterator[SegmentResult]:
+        """Segment one image progressively: yield the class map after the coarse pass, after each refined
+        scale, and last the final answer (:attr:`SegmentResult.scales_done` says which), over one gRPC
+        stream to ``magnet_pipeline_progressive`` (a repository exported with ``--progressive``).
+
+        Files and bytes are decoded here. Stopping the iteration early (``break``, closing the
+        generator) cancels the request, and the server stops refining before its next scale. Streams are
+        not retried; ``timeout_s`` bounds the wait for each stage; ``deadline_s`` is sent as for
+        :meth:`segment`.
+
+        Raises:
+            the errors of :meth:`segment`.
+        """
+        request = prepare_progressive(image, segment_options(**overrides).overrides)
+        answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        # A stream of its own: a tritonclient client carries one stream at a time.
+        stream = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
+        call = self.options.infer_kwargs()
+        finished = False
+        try:
+            stream.start_stream(
+                callback=lambda result, error: answers.put((result, error)), headers=call["headers"]
+            )
+            stream.async_stream_infer(
+                request.model_name,
+                infer_inputs(self._grpc, request, None),
+                outputs=requested_outputs(self._grpc, request),
+                parameters=call.get("parameters"),
+                enable_empty_final_response=True,
+            )
+            started = time.perf_counter()
+            while not finished:
+                try:
+                    result, error = answers.get(timeout=self.options.timeout_s)
+                except queue.Empty:
+                    raise RequestTimeoutError(
+                        f"{request.model_name} at {self.url} sent no stage within {self.options.timeout_s} s",
+                        status="DEADLINE_EXCEEDED",
+                        attempts=1,
+                    ) from None
+                if error is not None:
+                    raise from_triton(
+                        error, url=self.url, model_name=request.model_name, attempts=1
+                    ) from error
+                finished = is_final(result)
+                if has_outputs(result):
+                    yield parse_response(
+                        result,
+                        model_name=request.model_name,
+                        image_shape=image_shape(request),
+                        latency_s=time.perf_counter() - started,
+                        attempts=1,
+                        server_timings={},
+                        requested=request.outputs,
+                    )
+        except self._triton_error as e:
+            raise from_triton(e, url=self.url, model_name=request.model_name, attempts=1) from e
+        finally:
+            # Closed early (the caller stopped iterating, or an error): cancel what the server still does.
+            stream.stop_stream(cancel_requests=not finished)
+            stream.close()
 
     def segment_many(
         self,

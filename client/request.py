@@ -121,6 +121,19 @@ def prepare(
     return Request(io_spec.PIPELINE_MODEL, tensor, overrides, transport, source, outputs)
 
 
+def prepare_progressive(image: ImageInput, overrides: tuple[Tensor, ...]) -> Request:
+    """The request of a progressive stream: always pixels (files and bytes decoded here), since the
+    decoupled ``magnet_pipeline_progressive`` has no decode step in front of it."""
+    if isinstance(image, np.ndarray):
+        pixels, source = check_array(image), f"a {image.shape[0]}x{image.shape[1]} array"
+    else:
+        data, source = _encoded(image)
+        pixels = _decode(data, source)
+    tensor = Tensor(io_spec.IMAGE, pixels, "UINT8")
+    outputs = (io_spec.SEGMENTATION, io_spec.SCALES_DONE)
+    return Request(io_spec.PROGRESSIVE_MODEL, tensor, overrides, Transport.GRPC, source, outputs)
+
+
 def check_array(image: np.ndarray) -> np.ndarray:
     """An H x W x 3 uint8 RGB array, C-contiguous (copied only if it was not), or a BadRequestError."""
     shape, dtype = tuple(image.shape), image.dtype

@@ -57,6 +57,21 @@ class SegmentResult:
         return (int(self.segmentation.shape[0]), int(self.segmentation.shape[1]))
 
 
+def is_final(result: Any) -> bool:
+    """Whether a streamed ``InferResult`` is its request's last: Triton marks it with the
+    ``triton_final_response`` parameter (for requests sent with ``enable_empty_final_response``); an
+    answer without outputs is the flags-only final one."""
+    response = result.get_response()
+    if "triton_final_response" in response.parameters:
+        return bool(response.parameters["triton_final_response"].bool_param)
+    return not response.outputs
+
+
+def has_outputs(result: Any) -> bool:
+    """Whether a streamed ``InferResult`` carries tensors (the flags-only final one does not)."""
+    return bool(result.get_response().outputs)
+
+
 def parse_response(
     response: Any,
     *,

@@ -123,6 +123,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cuda-graphs", action="store_true", help="gpu/torch: replay one CUDA graph per batch size"
     )
     parser.add_argument(
+        "--progressive",
+        action="store_true",
+        help="also serve magnet_pipeline_progressive, which streams a class map per stage (gRPC streaming)",
+    )
+    parser.add_argument(
         "--work-dir", metavar="DIR", help="keep ONNX files, engines and the timing cache here"
     )
     parser.set_defaults(func=run)
@@ -154,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=not args.no_warmup,
         precision=args.precision,
         cuda_graphs=args.cuda_graphs,
+        progressive=args.progressive,
     )
     start = time.perf_counter()
 

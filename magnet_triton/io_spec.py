@@ -30,6 +30,8 @@ REFINER_MODEL = "magnet_refiner"
 PIPELINE_MODEL = "magnet_pipeline"
 DECODE_MODEL = "magnet_decode"
 ENSEMBLE_MODEL = "magnet"
+#: The decoupled pipeline (``export --progressive``): one response per stage over a gRPC stream.
+PROGRESSIVE_MODEL = "magnet_pipeline_progressive"
 
 # ---------------------------------------------------------------------- tensor names
 PATCHES = "PATCHES"
@@ -302,6 +304,18 @@ def pipeline_spec(settings: Settings | None = None) -> ModelSpec:
             *_override_inputs(),
         ),
         outputs=_segmentation_outputs(),
+        max_batch_size=0,
+    )
+
+
+def progressive_spec(settings: Settings | None = None) -> ModelSpec:
+    """The pipeline's decoupled twin: the same inputs; one response per stage, each the class map so far
+    and the scales it went through (the last response is the pipeline's own answer)."""
+    pipeline = pipeline_spec(settings)
+    return ModelSpec(
+        name=PROGRESSIVE_MODEL,
+        inputs=pipeline.inputs,
+        outputs=(pipeline.output(SEGMENTATION), pipeline.output(SCALES_DONE)),
         max_batch_size=0,
     )
 

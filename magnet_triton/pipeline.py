@@ -118,6 +118,7 @@ def run_magnet(
     cut_on_device: bool | None = None,
     should_stop: Callable[[], bool] | None = None,
     out_of_time: Callable[[], bool] | None = None,
+    on_stage: Callable[[int, np.ndarray], None] | None = None,
 ) -> SegmentationResult:
     """Segment one H x W x 3 uint8 RGB image with MagNet as ``settings`` say (every mode).
 
@@ -137,6 +138,10 @@ def run_magnet(
     yes the refinement ends there and the map refined so far is returned (the coarse pass is always
     run: it is one patch), with ``scales_done`` saying how far it got. MagNet is progressive, so a
     deadline buys a coarser answer instead of none.
+
+    ``on_stage(scales_done, class_map)`` gets the H0 x W0 uint8 class map after the coarse pass and after
+    each refined scale but the last (whose map is the result's): a progressive answer. Each costs one
+    more full-resolution pass.
     """
     image = check_image(image)
     device = torch.device(device)
@@ -166,6 +171,13 @@ def run_magnet(
     patches: list[int] = []
     scales_done = 1
 
+    def stage(probs: torch.Tensor) -> None:
+        if on_stage is not None and scales_done < settings.num_scales:
+            t = time.perf_counter()
+            winner = resize_bilinear(probs, out_hw).max(dim=1).indices
+            on_stage(scales_done, winner[0].to(torch.uint8).cpu().numpy())
+            clock.lap("stages", t)
+
     if settings.mode == "downsample":
         probs = coarse
     elif settings.mode == "patching":
@@ -174,6 +186,7 @@ def run_magnet(
         scales_done = settings.num_scales
     else:
         probs = coarse
+        stage(probs)
         for scale_index in range(1, settings.num_scales):
             check_stop(scale_index)
             if out_of_time is not None and out_of_time():
@@ -184,6 +197,7 @@ def run_magnet(
             points.append(n_replaced)
             patches.append(n_patches)
             scales_done = scale_index + 1
+            stage(probs)
 
     t = time.perf_counter()
     final = resize_bilinear(probs, out_hw)

@@ -134,12 +134,16 @@ class TritonPythonModel:
             torch.get_num_threads(),
         )
 
-    def _segment(self, request: Any) -> Any:
+    #: Named in messages and error responses; the progressive twin says its own name.
+    model_name = io_spec.PIPELINE_MODEL
+
+    def _segment(self, request: Any, on_stage: Callable[[int, np.ndarray], None] | None = None) -> Any:
+        """One request's final ``InferenceResponse``; ``on_stage`` gets the maps of the stages before."""
         started = time.monotonic()
         pb = self.pb_utils
         image_tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE)
         if image_tensor is None:
-            raise MagnetError(f"{io_spec.PIPELINE_MODEL} needs the {io_spec.IMAGE} input (H x W x 3 uint8)")
+            raise MagnetError(f"{self.model_name} needs the {io_spec.IMAGE} input (H x W x 3 uint8)")
         image = check_image(image_tensor.as_numpy())
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))
@@ -157,6 +161,7 @@ class TritonPythonModel:
             return_confidence=io_spec.CONFIDENCE in requested,
             should_stop=cancelled,
             out_of_time=out_of_time,
+            on_stage=on_stage,
         )
         if self.work is not None:
             self.work.record(result, settings.num_scales, settings.mode)
@@ -171,9 +176,7 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         count = self.metrics.count if self.metrics is not None else None
-        return respond_to_each(
-            requests, self._segment, self.pb_utils, io_spec.PIPELINE_MODEL, log, on_outcome=count
-        )
+        return respond_to_each(requests, self._segment, self.pb_utils, self.model_name, log, on_outcome=count)
 
     def finalize(self) -> None:
         for counters in (getattr(self, "metrics", None), getattr(self, "work", None)):
