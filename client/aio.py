@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,6 +24,7 @@ from magnet_triton.client.base import (
     num_classes_from_config,
     prepare_request,
     registration_failed,
+    requested_outputs,
     segment_options,
 )
 from magnet_triton.client.core import ProgressCallback
@@ -68,6 +69,7 @@ class AsyncMagnetClient:
         cuda_device_id: int = 0,
         collect_server_timings: bool = False,
         headers: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         self.options = make_options(
             url,
@@ -82,6 +84,7 @@ class AsyncMagnetClient:
             cuda_device_id=cuda_device_id,
             collect_server_timings=collect_server_timings,
             headers=headers or {},
+            deadline_s=deadline_s,
         )
         # Imported now so a missing tritonclient shows at construction, as with the sync client.
         self._aio = deps.grpc_aio()
@@ -121,11 +124,15 @@ class AsyncMagnetClient:
         *,
         via_shared_memory: bool = False,
         via_cuda_shared_memory: bool = False,
+        outputs: Sequence[str] | None = None,
         **overrides: Any,
     ) -> SegmentResult:
         """Segment one image; see :meth:`MagnetClient.segment` for the arguments and errors."""
         options = segment_options(
-            via_shared_memory=via_shared_memory, via_cuda_shared_memory=via_cuda_shared_memory, **overrides
+            via_shared_memory=via_shared_memory,
+            via_cuda_shared_memory=via_cuda_shared_memory,
+            outputs=outputs,
+            **overrides,
         )
         return await self._segment(image, options)
 
@@ -245,7 +252,9 @@ class AsyncMagnetClient:
                 before = await self._statistics()
                 inputs = infer_inputs(self._grpc, request, region)
                 started = time.perf_counter()
-                response = await client.infer(request.model_name, inputs, **call_kwargs)
+                response = await client.infer(
+                    request.model_name, inputs, outputs=requested_outputs(self._grpc, request), **call_kwargs
+                )
                 latency_s = time.perf_counter() - started
                 timings = await self._timings(before, request.model_name) if before is not None else {}
             finally:
@@ -261,6 +270,7 @@ class AsyncMagnetClient:
             latency_s=latency_s,
             attempts=attempt,
             server_timings=timings,
+            requested=request.outputs,
         )
 
     async def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,15 @@ from magnet_triton.client.errors import (
     SharedMemoryError,
     status_name,
 )
-from magnet_triton.client.request import ImageInput, Request, Tensor, Transport, override_tensors, prepare
+from magnet_triton.client.request import (
+    ImageInput,
+    Request,
+    Tensor,
+    Transport,
+    check_outputs,
+    override_tensors,
+    prepare,
+)
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.client.shm import CudaRegion, Region, SystemRegion
 from magnet_triton.io_spec import DEADLINE_PARAMETER
@@ -66,14 +74,18 @@ class ClientOptions:
     cuda_device_id: int = 0
     collect_server_timings: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", normalize_url(self.url))
-        t = self.timeout_s
-        if t is not None and (
-            isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
-        ):
-            raise BadRequestError(f"timeout_s must be a number of seconds > 0 (or None: no limit), got {t!r}")
+        for name in ("timeout_s", "deadline_s"):
+            t = getattr(self, name)
+            if t is not None and (
+                isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
+            ):
+                raise BadRequestError(
+                    f"{name} must be a number of seconds > 0 (or None: no limit), got {t!r}"
+                )
         if (
             isinstance(self.cuda_device_id, bool)
             or not isinstance(self.cuda_device_id, int)
@@ -108,12 +120,14 @@ class ClientOptions:
         return {"headers": self.headers or None, "client_timeout": self.timeout_s}
 
     def infer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the timeout as the
-        request's ``deadline_ms``, which the pipeline honours even behind the ensemble (Triton 24.10
-        does not pass a cancelled ensemble request on to its steps)."""
+        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the request's
+        ``deadline_ms``: ``deadline_s`` (past it the pipeline answers with the map refined so far), else
+        the timeout, so an abandoned request stops refining even behind the ensemble (Triton 24.10 does
+        not pass a cancelled ensemble request on to its steps)."""
         kwargs = self.call_kwargs()
-        if self.timeout_s is not None:
-            kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(self.timeout_s * 1000))}
+        budgets = [t for t in (self.deadline_s, self.timeout_s) if t is not None]
+        if budgets:
+            kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(min(budgets) * 1000))}
         return kwargs
 
 
@@ -133,10 +147,15 @@ class SegmentOptions:
 
     overrides: tuple[Tensor, ...]
     transport: Transport
+    outputs: tuple[str, ...] | None = None
 
 
 def segment_options(
-    *, via_shared_memory: bool = False, via_cuda_shared_memory: bool = False, **overrides: Any
+    *,
+    via_shared_memory: bool = False,
+    via_cuda_shared_memory: bool = False,
+    outputs: Sequence[str] | None = None,
+    **overrides: Any,
 ) -> SegmentOptions:
     """Check ``segment``'s keyword arguments (see :meth:`MagnetClient.segment`).
 
@@ -151,7 +170,7 @@ def segment_options(
         transport = Transport.SYSTEM_SHM
     else:
         transport = Transport.GRPC
-    return SegmentOptions(override_tensors(overrides), transport)
+    return SegmentOptions(override_tensors(overrides), transport, check_outputs(outputs))
 
 
 def options_doc(indent: str = "            ") -> str:
@@ -163,7 +182,7 @@ def options_doc(indent: str = "            ") -> str:
 
 def prepare_request(image: ImageInput, options: SegmentOptions) -> Request:
     """Validate ``image`` and build its request (see :func:`magnet_triton.client.request.prepare`)."""
-    return prepare(image, options.overrides, options.transport)
+    return prepare(image, options.overrides, options.transport, options.outputs)
 
 
 def make_region(request: Request, options: ClientOptions) -> Region | None:
@@ -186,6 +205,13 @@ def infer_inputs(grpc_module: Any, request: Request, region: Region | None) -> l
             infer_input.set_data_from_numpy(tensor.array)
         inputs.append(infer_input)
     return inputs
+
+
+def requested_outputs(grpc_module: Any, request: Request) -> list[Any] | None:
+    """``InferRequestedOutput`` objects for ``request``'s outputs; None asks for every one."""
+    if request.outputs is None:
+        return None
+    return [grpc_module.InferRequestedOutput(name) for name in request.outputs]
 
 
 def registration_failed(error: BaseException, region: Region, url: str) -> MagnetClientError | None:

@@ -7,6 +7,7 @@ magnet-client health --url 127.0.0.1:8001
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import sys
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--timeout-s", type=float, default=300.0, help="seconds per request (%(default)s)")
     group.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="the server's budget per image: past it, it answers with the map refined so far "
+        "(default: --timeout-s)",
+    )
+    group.add_argument(
         "--retries",
         type=int,
         default=3,
@@ -108,17 +116,46 @@ def build_parser() -> argparse.ArgumentParser:
     segment = commands.add_parser(
         "segment",
         parents=[connection],
-        help="segment image files; write class maps (and overlays)",
-        description="Segment image files. Writes OUT/<stem>.png, a single-channel PNG of class indices, and "
-        "with --overlay OUT/<stem>_overlay.png, the colours blended over the image.",
+        help="segment image files or folders; write class maps (and overlays)",
+        description="Segment image files (or every image of a folder, or a quoted glob). Writes "
+        "OUT/<stem>.png, a palette PNG whose pixels are the class indices (it opens in colour), and on "
+        "request OUT/<stem>_coarse.png, OUT/<stem>_confidence.tiff (float32) and OUT/<stem>_overlay.png. "
+        "Each file is written whole or not at all, so --resume after an interruption skips what is done.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG, ... files")
+    segment.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="PNG, JPEG, ... files, folders of them, or globs",
+    )
     segment.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the results")
+    segment.add_argument(
+        "--save",
+        default="",
+        metavar="coarse,confidence",
+        help="also ask for and write the coarse pass's class map and the confidence (comma-separated)",
+    )
     segment.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
     segment.add_argument(
-        "--palette", choices=PALETTE_NAMES, default="auto", help="overlay colours; auto picks by class count"
+        "--palette",
+        choices=PALETTE_NAMES,
+        default="auto",
+        help="class map and overlay colours; auto picks by class count",
+    )
+    segment.add_argument(
+        "--grey", action="store_true", help="write class maps as grey PNGs of the indices, without a palette"
+    )
+    segment.add_argument(
+        "--resume", action="store_true", help="skip images whose outputs are all in --out already"
+    )
+    segment.add_argument(
+        "--progressive",
+        action="store_true",
+        help="stream each stage from magnet_pipeline_progressive (export --progressive) and write the "
+        "maps before the last as <stem>_stage<k>.png (k scales done)",
     )
     segment.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight, 0..1 (%(default)s)")
     add_option_arguments(segment, what="the server's")
@@ -171,13 +208,35 @@ def _client(args: argparse.Namespace) -> Any:
         private_key_path=str(args.private_key) if args.private_key else None,
         certificate_chain_path=str(args.certificate_chain) if args.certificate_chain else None,
         headers=headers,
+        deadline_s=args.deadline_s,
     )
 
 
 # ---------------------------------------------------------------------- segment
+#: What a folder given as input contributes: its files with these suffixes (any case), sorted.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _expand(path: Path) -> list[Path]:
+    """A file as it is; a folder's image files (not its subfolders'); a glob's matches, when no such file."""
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise BadRequestError(f"{path} is a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
+        return found
+    if not path.exists() and any(c in str(path) for c in "*?["):
+        anchor = Path(path.anchor) if path.is_absolute() else Path()
+        found = sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file())
+        if not found:
+            raise BadRequestError(f"no file matches {path}")
+        return found
+    return [path]
+
+
 def _check_inputs(images: Sequence[Path]) -> list[Path]:
-    """The input files, each once; a BadRequestError for missing files or two inputs with one stem."""
-    unique = list(dict.fromkeys(images))
+    """The input files (folders and globs expanded), each once; a BadRequestError for missing files or
+    two inputs with one stem."""
+    unique = list(dict.fromkeys(p for image in images for p in _expand(image)))
     missing = [str(p) for p in unique if not p.is_file()]
     if missing:
         raise BadRequestError(f"no such image file(s): {', '.join(missing)}; check the paths")
@@ -191,28 +250,76 @@ def _check_inputs(images: Sequence[Path]) -> list[Path]:
     return unique
 
 
+def _outputs_of(path: Path, out: Path, save: Sequence[str], overlay: bool) -> list[Path]:
+    """The files one image gives, in the order they are written (the class map last, so that a run cut
+    short never leaves the class map without the rest: --resume looks at all of them anyway)."""
+    files = [out / f"{path.stem}_{what}.{'tiff' if what == 'confidence' else 'png'}" for what in save]
+    if overlay:
+        files.append(out / f"{path.stem}_overlay.png")
+    return [*files, out / f"{path.stem}.png"]
+
+
 def run_segment(args: argparse.Namespace) -> int:
     from magnet_triton.client.base import segment_options
     from magnet_triton.client.overlay import write_overlay
+    from magnet_triton.client.palettes import get_palette
     from magnet_triton.client.progress import ProgressBar
-    from magnet_triton.imageio import read_image, write_class_map
+    from magnet_triton.client.request import OPTIONAL_OUTPUTS
+    from magnet_triton.imageio import read_image, write_class_map, write_confidence
 
     if args.concurrency < 1:
         raise BadRequestError(f"--concurrency must be >= 1, got {args.concurrency}")
     if not 0 <= args.alpha <= 1:
         raise BadRequestError(f"--alpha must be in [0, 1], got {args.alpha}")
+    save = [w.strip().lower() for w in args.save.split(",") if w.strip()]
+    unknown = sorted(set(save) - set(OPTIONAL_OUTPUTS))
+    if unknown:
+        raise BadRequestError(f"--save takes {', '.join(OPTIONAL_OUTPUTS)}, not {', '.join(unknown)}")
+    if args.progressive and (save or args.raw or args.shared_memory):
+        raise BadRequestError(
+            "--progressive streams class maps alone: leave out --save, --raw and --shared-memory"
+        )
     images = _check_inputs(args.images)
     overrides = options_from_args(args)
-    segment_options(**overrides)  # a bad override fails once here, not once per image
+    segment_options(outputs=save, **overrides)  # a bad override fails once here, not once per image
     raw = args.raw or args.shared_memory
+    skipped = 0
+    if args.resume:
+        done = [p for p in images if all(f.is_file() for f in _outputs_of(p, args.out, save, args.overlay))]
+        skipped, images = len(done), [p for p in images if p not in set(done)]
+    for path in images:  # what a run killed mid-write left: the temporaries of the files to write again
+        for output in _outputs_of(path, args.out, save, args.overlay):
+            for partial in output.parent.glob(f".{glob.escape(output.name)}.*"):
+                partial.unlink(missing_ok=True)
     with _client(args) as client:
-        num_classes = client.num_classes() if args.overlay and args.palette == "auto" else None
+        needs_classes = args.palette == "auto" and (args.overlay or not args.grey) and images
+        num_classes = client.num_classes() if needs_classes else None
+        palette = None if args.grey else get_palette(args.palette, num_classes)
+
+        def stream(path: Path) -> Any:
+            """The final result; each stage before it is written once the next one has come (the last
+            answer is the class map itself; a deadline's cut repeats its last stage as the answer)."""
+            previous = None
+            for result in client.segment_progressive(path, **overrides):
+                if previous is not None and previous.scales_done != result.scales_done:
+                    stage_file = args.out / f"{path.stem}_stage{previous.scales_done}.png"
+                    write_class_map(stage_file, previous.segmentation, palette)
+                previous = result
+            return previous
 
         def process(path: Path) -> None:
             pixels = read_image(path) if raw else None
             source = pixels if pixels is not None else path
-            result = client.segment(source, via_shared_memory=args.shared_memory, **overrides)
-            write_class_map(args.out / f"{path.stem}.png", result.segmentation)
+            if args.progressive:
+                result = stream(path)
+            else:
+                result = client.segment(
+                    source, via_shared_memory=args.shared_memory, outputs=save, **overrides
+                )
+            if "coarse" in save:
+                write_class_map(args.out / f"{path.stem}_coarse.png", result.coarse_segmentation, palette)
+            if "confidence" in save:
+                write_confidence(args.out / f"{path.stem}_confidence.tiff", result.confidence)
             if args.overlay:
                 image = pixels if pixels is not None else read_image(path)
                 write_overlay(
@@ -223,6 +330,7 @@ def run_segment(args: argparse.Namespace) -> int:
                     args.alpha,
                     num_classes=num_classes,
                 )
+            write_class_map(args.out / f"{path.stem}.png", result.segmentation, palette)
             logging.getLogger(__name__).info("%s: %.2f s", path, result.latency_s)
 
         status, written = EXIT_OK, 0
@@ -247,7 +355,8 @@ def run_segment(args: argparse.Namespace) -> int:
                 for future in futures:
                     future.cancel()
     if not args.quiet:
-        print(f"wrote {written} of {len(images)} class maps to {args.out}")
+        already = f" ({skipped} already there, skipped)" if skipped else ""
+        print(f"wrote {written} of {len(images)} class maps to {args.out}{already}")
     return status
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -23,14 +24,17 @@ from magnet_triton.client.base import (
     options_doc,
     prepare_request,
     registration_failed,
+    requested_outputs,
     segment_options,
 )
-from magnet_triton.client.errors import MagnetClientError, from_triton
-from magnet_triton.client.request import ImageInput, Request
+from magnet_triton.client.errors import MagnetClientError, RequestTimeoutError, from_triton
+from magnet_triton.client.request import ImageInput, Request, prepare_progressive
 from magnet_triton.client.result import (
     STATISTICS_RETRY_DELAYS_S,
     SegmentResult,
+    has_outputs,
     index_from_statistics,
+    is_final,
     is_restricted,
     parse_response,
     statistics_delta,
@@ -63,6 +67,9 @@ class MagnetClient:
         collect_server_timings: read Triton's statistics before and after each request to fill
             :attr:`SegmentResult.server_timings` (two more small calls per request).
         headers: extra gRPC metadata sent with every call (e.g. an auth token).
+        deadline_s: the pipeline's budget per image, from when it starts the image: past it the
+            refinement stops and the map refined so far comes back (:attr:`SegmentResult.scales_done`
+            says how far it got). None: ``timeout_s``, so a request this client gave up on stops.
 
     Raises:
         BadRequestError: an option is invalid.
@@ -84,6 +91,7 @@ class MagnetClient:
         cuda_device_id: int = 0,
         collect_server_timings: bool = False,
         headers: Mapping[str, str] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         self.options = make_options(
             url,
@@ -98,6 +106,7 @@ class MagnetClient:
             cuda_device_id=cuda_device_id,
             collect_server_timings=collect_server_timings,
             headers=headers or {},
+            deadline_s=deadline_s,
         )
         self._grpc = deps.grpc()
         self._triton_error = deps.inference_server_exception()
@@ -128,6 +137,7 @@ class MagnetClient:
         *,
         via_shared_memory: bool = False,
         via_cuda_shared_memory: bool = False,
+        outputs: Sequence[str] | None = None,
         **overrides: Any,
     ) -> SegmentResult:
         """Segment one image.
@@ -140,6 +150,9 @@ class MagnetClient:
                         message (the server must run on this machine). Files and bytes are decoded here first.
                     via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
                         cuda-python and a GPU.
+                    outputs: the maps to ask for beside the class map: ``"coarse"``, ``"confidence"``
+                        (None: both). The server skips the full-resolution passes of those left out; they
+                        are None in the result.
                     overrides: per-request options of the served preset, by name; None or absent keeps the
                         preset's value:
         {options}
@@ -155,12 +168,77 @@ class MagnetClient:
                     SharedMemoryError, DependencyMissingError: shared memory could not be used.
         """
         options = segment_options(
-            via_shared_memory=via_shared_memory, via_cuda_shared_memory=via_cuda_shared_memory, **overrides
+            via_shared_memory=via_shared_memory,
+            via_cuda_shared_memory=via_cuda_shared_memory,
+            outputs=outputs,
+            **overrides,
         )
         return self._segment(image, options)
 
     # The option list comes from the option table, so adding an option documents it here too.
     segment.__doc__ = (segment.__doc__ or "").replace("{options}", options_doc("                "))
+
+    def segment_progressive(self, image: ImageInput, **overrides: Any) -> Iterator[SegmentResult]:
+        """Segment one image progressively: yield the class map after the coarse pass, after each refined
+        scale, and last the final answer (:attr:`SegmentResult.scales_done` says which), over one gRPC
+        stream to ``magnet_pipeline_progressive`` (a repository exported with ``--progressive``).
+
+        Files and bytes are decoded here. Stopping the iteration early (``break``, closing the
+        generator) cancels the request, and the server stops refining before its next scale. Streams are
+        not retried; ``timeout_s`` bounds the wait for each stage; ``deadline_s`` is sent as for
+        :meth:`segment`.
+
+        Raises:
+            the errors of :meth:`segment`.
+        """
+        request = prepare_progressive(image, segment_options(**overrides).overrides)
+        answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        # A stream of its own: a tritonclient client carries one stream at a time.
+        stream = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
+        call = self.options.infer_kwargs()
+        finished = False
+        try:
+            stream.start_stream(
+                callback=lambda result, error: answers.put((result, error)), headers=call["headers"]
+            )
+            stream.async_stream_infer(
+                request.model_name,
+                infer_inputs(self._grpc, request, None),
+                outputs=requested_outputs(self._grpc, request),
+                parameters=call.get("parameters"),
+                enable_empty_final_response=True,
+            )
+            started = time.perf_counter()
+            while not finished:
+                try:
+                    result, error = answers.get(timeout=self.options.timeout_s)
+                except queue.Empty:
+                    raise RequestTimeoutError(
+                        f"{request.model_name} at {self.url} sent no stage within {self.options.timeout_s} s",
+                        status="DEADLINE_EXCEEDED",
+                        attempts=1,
+                    ) from None
+                if error is not None:
+                    raise from_triton(
+                        error, url=self.url, model_name=request.model_name, attempts=1
+                    ) from error
+                finished = is_final(result)
+                if has_outputs(result):
+                    yield parse_response(
+                        result,
+                        model_name=request.model_name,
+                        image_shape=image_shape(request),
+                        latency_s=time.perf_counter() - started,
+                        attempts=1,
+                        server_timings={},
+                        requested=request.outputs,
+                    )
+        except self._triton_error as e:
+            raise from_triton(e, url=self.url, model_name=request.model_name, attempts=1) from e
+        finally:
+            # Closed early (the caller stopped iterating, or an error): cancel what the server still does.
+            stream.stop_stream(cancel_requests=not finished)
+            stream.close()
 
     def segment_many(
         self,
@@ -313,7 +391,9 @@ class MagnetClient:
                 inputs = infer_inputs(self._grpc, request, region)
                 call_kwargs = self.options.infer_kwargs()
                 started = time.perf_counter()
-                response = self._client.infer(request.model_name, inputs, **call_kwargs)
+                response = self._client.infer(
+                    request.model_name, inputs, outputs=requested_outputs(self._grpc, request), **call_kwargs
+                )
                 latency_s = time.perf_counter() - started
                 timings = self._timings(before, request.model_name) if before is not None else {}
             finally:
@@ -329,6 +409,7 @@ class MagnetClient:
             latency_s=latency_s,
             attempts=attempt,
             server_timings=timings,
+            requested=request.outputs,
         )
 
     def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:

@@ -88,11 +88,13 @@ def write_overlay(
     """Write :func:`overlay` as an RGB image (PNG unless the suffix says otherwise); returns the path."""
     from PIL import Image
 
+    from magnet_triton.imageio import save_atomically
+
     blended = overlay(image, class_map, palette, alpha, num_classes=num_classes)
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(blended).save(path)  # H x W x 3 uint8 is RGB
-    except (OSError, ValueError) as e:
-        raise MagnetError(f"cannot write {path}: {e}") from e
+    extension = path.suffix.lower() or ".png"
+    image_format = Image.registered_extensions().get(extension)
+    if image_format is None:
+        raise MagnetError(f"cannot write {path}: {extension!r} is not an image format Pillow writes")
+    save_atomically(Image.fromarray(blended), path, image_format)  # H x W x 3 uint8 is RGB
     return path

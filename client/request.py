@@ -52,6 +52,7 @@ class Request:
         overrides: the optional per-request option tensors (``MODE``, ``N_POINTS``, ...) that were given.
         transport: how ``image`` travels; shared memory only ever carries a raw IMAGE.
         source: a short description of the image for messages ("photo.png", "a 150x230 array").
+        outputs: the outputs to ask for (see :func:`check_outputs`); None: every one.
     """
 
     model_name: str
@@ -59,13 +60,47 @@ class Request:
     overrides: tuple[Tensor, ...]
     transport: Transport
     source: str
+    outputs: tuple[str, ...] | None = None
 
     @property
     def tensors(self) -> tuple[Tensor, ...]:
         return (self.image, *self.overrides)
 
 
-def prepare(image: ImageInput, overrides: tuple[Tensor, ...], transport: Transport) -> Request:
+#: What ``outputs=`` may name beside the class map, by the short names the CLI's ``--save`` takes too.
+OPTIONAL_OUTPUTS = {"coarse": io_spec.COARSE_SEGMENTATION, "confidence": io_spec.CONFIDENCE}
+
+
+def check_outputs(outputs: Any) -> tuple[str, ...] | None:
+    """The outputs a request asks for: the class map, ``SCALES_DONE`` (a count), and those named.
+
+    ``outputs``: None (every output), or names among ``segmentation``, ``coarse``, ``confidence`` (or
+    their tensor names). Asking for less skips the server's full-resolution passes for the rest.
+
+    Raises:
+        BadRequestError: an unknown name.
+    """
+    if outputs is None:
+        return None
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    chosen = [io_spec.SEGMENTATION]
+    known = {"segmentation": io_spec.SEGMENTATION, **OPTIONAL_OUTPUTS}
+    for name in outputs:
+        tensor = known.get(str(name).lower(), str(name) if str(name) in known.values() else None)
+        if tensor is None:
+            raise BadRequestError(f"unknown output {name!r}; choose among {sorted(known)}")
+        if tensor not in chosen:
+            chosen.append(tensor)
+    return (*chosen, io_spec.SCALES_DONE)
+
+
+def prepare(
+    image: ImageInput,
+    overrides: tuple[Tensor, ...],
+    transport: Transport,
+    outputs: tuple[str, ...] | None = None,
+) -> Request:
     """Validate ``image`` and build the request with the (already checked) ``overrides``.
 
     Files and bytes go to the ensemble as encoded bytes (smaller on the wire, decoded by the server),
@@ -80,10 +115,23 @@ def prepare(image: ImageInput, overrides: tuple[Tensor, ...], transport: Transpo
         data, source = _encoded(image)
         if transport is Transport.GRPC:
             tensor = Tensor(io_spec.IMAGE_BYTES, np.array([data], dtype=np.object_), "BYTES")
-            return Request(io_spec.ENSEMBLE_MODEL, tensor, overrides, transport, source)
+            return Request(io_spec.ENSEMBLE_MODEL, tensor, overrides, transport, source, outputs)
         pixels = _decode(data, source)
     tensor = Tensor(io_spec.IMAGE, pixels, "UINT8")
-    return Request(io_spec.PIPELINE_MODEL, tensor, overrides, transport, source)
+    return Request(io_spec.PIPELINE_MODEL, tensor, overrides, transport, source, outputs)
+
+
+def prepare_progressive(image: ImageInput, overrides: tuple[Tensor, ...]) -> Request:
+    """The request of a progressive stream: always pixels (files and bytes decoded here), since the
+    decoupled ``magnet_pipeline_progressive`` has no decode step in front of it."""
+    if isinstance(image, np.ndarray):
+        pixels, source = check_array(image), f"a {image.shape[0]}x{image.shape[1]} array"
+    else:
+        data, source = _encoded(image)
+        pixels = _decode(data, source)
+    tensor = Tensor(io_spec.IMAGE, pixels, "UINT8")
+    outputs = (io_spec.SEGMENTATION, io_spec.SCALES_DONE)
+    return Request(io_spec.PROGRESSIVE_MODEL, tensor, overrides, Transport.GRPC, source, outputs)
 
 
 def check_array(image: np.ndarray) -> np.ndarray:

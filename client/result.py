@@ -15,6 +15,8 @@ from magnet_triton.client.errors import ServerError
 _STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 # The outputs do not depend on the preset (the pipeline's spec ignores its settings).
 _OUTPUTS = io_spec.ensemble_spec().outputs
+#: The H0 x W0 maps; SCALES_DONE is a count beside them (absent from repositories written before it).
+_MAPS = tuple(o for o in _OUTPUTS if o.name != io_spec.SCALES_DONE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,8 +27,13 @@ class SegmentResult:
 
     Attributes:
         segmentation: H0 x W0 uint8 class map of the final (finest) scale.
-        coarse_segmentation: H0 x W0 uint8 class map of the coarse, whole-image pass.
-        confidence: H0 x W0 float32, top-1 minus top-2 class probability of the final scale, in [0, 1].
+        coarse_segmentation: H0 x W0 uint8 class map of the coarse, whole-image pass; None when the call
+            named ``outputs`` without it.
+        confidence: H0 x W0 float32, top-1 minus top-2 class probability of the final scale, in [0, 1];
+            None when the call named ``outputs`` without it.
+        scales_done: the scales the map went through, the coarse pass included; fewer than the preset's
+            when the request's ``deadline_ms`` ended the refinement early. None from a server whose
+            repository predates the output.
         model_name: the model that answered (``magnet`` for encoded images, ``magnet_pipeline`` for arrays).
         latency_s: seconds from sending the (last) attempt to having the response, measured here.
         attempts: how many times the request was sent (1 unless the server was unreachable at first).
@@ -36,17 +43,33 @@ class SegmentResult:
     """
 
     segmentation: np.ndarray
-    coarse_segmentation: np.ndarray
-    confidence: np.ndarray
+    coarse_segmentation: np.ndarray | None
+    confidence: np.ndarray | None
     model_name: str
     latency_s: float
     attempts: int = 1
     server_timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    scales_done: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         """(H0, W0), the image size."""
         return (int(self.segmentation.shape[0]), int(self.segmentation.shape[1]))
+
+
+def is_final(result: Any) -> bool:
+    """Whether a streamed ``InferResult`` is its request's last: Triton marks it with the
+    ``triton_final_response`` parameter (for requests sent with ``enable_empty_final_response``); an
+    answer without outputs is the flags-only final one."""
+    response = result.get_response()
+    if "triton_final_response" in response.parameters:
+        return bool(response.parameters["triton_final_response"].bool_param)
+    return not response.outputs
+
+
+def has_outputs(result: Any) -> bool:
+    """Whether a streamed ``InferResult`` carries tensors (the flags-only final one does not)."""
+    return bool(result.get_response().outputs)
 
 
 def parse_response(
@@ -57,13 +80,18 @@ def parse_response(
     latency_s: float,
     attempts: int,
     server_timings: dict[str, dict[str, float]],
+    requested: tuple[str, ...] | None = None,
 ) -> SegmentResult:
     """A :class:`SegmentResult` from a ``tritonclient`` ``InferResult``; checks dtypes and shapes.
 
-    ``image_shape`` (H0, W0) is known for raw arrays and then checked too.
+    ``image_shape`` (H0, W0) is known for raw arrays and then checked too. ``requested``: the outputs
+    asked for (None: all); the maps left out are None in the result.
     """
-    arrays = {}
-    for spec in _OUTPUTS:
+    arrays: dict[str, np.ndarray | None] = {}
+    for spec in _MAPS:
+        if requested is not None and spec.name not in requested:
+            arrays[spec.name] = None
+            continue
         array = response.as_numpy(spec.name)
         if array is None:
             raise ServerError(f"{model_name} returned no {spec.name} output; is the repository out of date?")
@@ -72,11 +100,14 @@ def parse_response(
                 f"{model_name} returned {spec.name} as {array.dtype} {array.shape}, expected {spec.dtype} H x W"
             )
         arrays[spec.name] = array
-    shapes = {a.shape for a in arrays.values()}
+    shapes = {a.shape for a in arrays.values() if a is not None}
     if len(shapes) != 1 or (image_shape is not None and shapes != {tuple(image_shape)}):
         raise ServerError(
             f"{model_name} returned outputs of sizes {sorted(shapes)} for an image of {image_shape}"
         )
+    scales = response.as_numpy(io_spec.SCALES_DONE)
+    if scales is not None and (scales.dtype != np.int32 or scales.size != 1):
+        raise ServerError(f"{model_name} returned {io_spec.SCALES_DONE} as {scales.dtype} {scales.shape}")
     return SegmentResult(
         segmentation=arrays[io_spec.SEGMENTATION],
         coarse_segmentation=arrays[io_spec.COARSE_SEGMENTATION],
@@ -85,6 +116,7 @@ def parse_response(
         latency_s=latency_s,
         attempts=attempts,
         server_timings=server_timings,
+        scales_done=None if scales is None else int(scales.reshape(-1)[0]),
     )
 
 

@@ -80,7 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="PyTorch threads per magnet_pipeline instance for its own steps (0: all the server's CPUs)",
     )
     parser.add_argument(
-        "--max-image-pixels", type=int, default=16 * 1024 * 1024, help="larger images are refused"
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="larger images are refused (default: 16 MiB pixels, or the preset's finest scale when larger: "
+        "25 MP for inria and gleason)",
     )
     parser.add_argument(
         "--max-patches-per-request",
@@ -119,6 +123,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cuda-graphs", action="store_true", help="gpu/torch: replay one CUDA graph per batch size"
     )
     parser.add_argument(
+        "--progressive",
+        action="store_true",
+        help="also serve magnet_pipeline_progressive, which streams a class map per stage (gRPC streaming)",
+    )
+    parser.add_argument(
         "--work-dir", metavar="DIR", help="keep ONNX files, engines and the timing cache here"
     )
     parser.set_defaults(func=run)
@@ -127,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from magnet_triton.cli_args import settings_from_args
     from magnet_triton.export.build import export_repository
-    from magnet_triton.export.repository import RepositoryOptions
+    from magnet_triton.export.repository import RepositoryOptions, default_max_image_pixels
 
     settings = settings_from_args(args)
     options = RepositoryOptions(
@@ -140,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         onnx_spinning=args.onnx_spinning,
         onnx_memory_arena=not args.no_onnx_memory_arena,
         pipeline_threads=args.pipeline_threads,
-        max_image_pixels=args.max_image_pixels,
+        max_image_pixels=(
+            default_max_image_pixels(settings) if args.max_image_pixels is None else args.max_image_pixels
+        ),
         max_patches_per_request=args.max_patches_per_request,
         max_points_per_request=args.max_points_per_request,
         max_queue_size=args.max_queue_size,
@@ -148,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=not args.no_warmup,
         precision=args.precision,
         cuda_graphs=args.cuda_graphs,
+        progressive=args.progressive,
     )
     start = time.perf_counter()
 

@@ -65,6 +65,13 @@ from {module} import TritonPythonModel  # noqa: F401
 QUEUE_PER_PIPELINE_INSTANCE = 4
 
 
+def default_max_image_pixels(settings: Settings) -> int:
+    """The pixel limit ``magnet-triton export`` writes unless told: 16 MiB pixels, or the preset's finest
+    scale when that is larger (an Inria or Gleason tile of 5000 x 5000 is 25 MP)."""
+    width, height = settings.scales[-1]
+    return max(16 * 1024 * 1024, width * height)
+
+
 @dataclass(frozen=True)
 class RepositoryOptions:
     """Serving settings written into the configs.
@@ -98,6 +105,8 @@ class RepositoryOptions:
             request is not slow and the memory it keeps is held (and measured) from the start.
         precision: the networks' precision, one of the runtime's ``precisions``.
         cuda_graphs: the ``torch`` engine on a GPU replays one CUDA graph per batch size.
+        progressive: also serve ``magnet_pipeline_progressive``, the decoupled pipeline that streams a
+            class map per stage (one instance: streams are for interactive use).
     """
 
     target: str = "cpu"
@@ -118,6 +127,7 @@ class RepositoryOptions:
     warmup: bool = True
     precision: str = "fp32"
     cuda_graphs: bool = False
+    progressive: bool = False
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -262,6 +272,20 @@ def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str
     return config
 
 
+#: Instances of the progressive pipeline: one, beside the pipeline's own.
+PROGRESSIVE_INSTANCES = 1
+
+
+def _progressive_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
+    """The pipeline's config, decoupled: its parameters and queue, its own inputs and outputs."""
+    config = _pipeline_config(settings, options)
+    io = _io(io_spec.progressive_spec(settings))
+    config.update({key: io[key] for key in ("name", "input", "output")})
+    config["instance_group"][0]["count"] = PROGRESSIVE_INSTANCES
+    config["model_transaction_policy"] = {"decoupled": True}
+    return config
+
+
 def _decode_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
     del settings  # decoding is the same for every preset and target
     config = _io(io_spec.decode_spec())
@@ -312,7 +336,7 @@ def _refiner_config(settings: Settings, options: RepositoryOptions) -> dict[str,
 
 def model_configs(settings: Settings, options: RepositoryOptions) -> dict[str, dict[str, Any]]:
     """Every model's config as a plain dict, keyed by model name."""
-    return {model.name: model.config(settings, options) for model in SERVED_MODELS}
+    return {model.name: model.config(settings, options) for model in SERVED_MODELS if model.included(options)}
 
 
 # ---------------------------------------------------------------------- protobuf text
@@ -406,6 +430,8 @@ class ServedModel:
     name: str
     config: Callable[[Settings, RepositoryOptions], dict[str, Any]]
     write: Callable[[Path, _Content], None]
+    #: Whether a repository with these options has the model (most always do).
+    included: Callable[[RepositoryOptions], bool] = lambda options: True
 
 
 #: Every model of the repository, in the order configs are listed.
@@ -421,6 +447,12 @@ SERVED_MODELS: tuple[ServedModel, ...] = (
         io_spec.DECODE_MODEL, _decode_config, _python_model("magnet_triton.model_repository.decode_model")
     ),
     ServedModel(io_spec.ENSEMBLE_MODEL, _ensemble_config, _empty_version),
+    ServedModel(
+        io_spec.PROGRESSIVE_MODEL,
+        _progressive_config,
+        _python_model("magnet_triton.model_repository.progressive_model", kernels=True),
+        included=lambda options: options.progressive,
+    ),
 )
 
 
@@ -472,7 +504,7 @@ def write_repository(
         notes={},
     )
     try:
-        for model in SERVED_MODELS:
+        for model in (m for m in SERVED_MODELS if m.included(options)):
             model_dir = out_dir / model.name
             model_dir.mkdir(parents=True, exist_ok=True)
             (model_dir / "config.pbtxt").write_text(to_pbtxt(model.config(settings, options)))

@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,18 +110,53 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data, source=str(path))
 
 
-def write_class_map(path: str | os.PathLike, class_map: np.ndarray) -> None:
-    """Write an H x W uint8 class map as a single-channel PNG of class indices."""
-    from PIL import Image
-
-    path = Path(path)
-    if class_map.dtype != np.uint8 or class_map.ndim != 2:
-        raise ValueError(f"a class map is H x W uint8, got {class_map.dtype} {class_map.shape}")
+def save_atomically(image: Any, path: Path, image_format: str) -> None:
+    """Save a PIL image to ``path`` through a temporary file beside it: a reader (or a run resumed after
+    a crash) sees the whole file or none, never a truncated one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(class_map, mode="L").save(path, format="PNG")
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+            partial = Path(tmp.name)
+            image.save(tmp, format=image_format)
+        os.replace(partial, path)
     except OSError as e:
+        if "partial" in locals():
+            partial.unlink(missing_ok=True)
         raise MagnetError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def write_class_map(
+    path: str | os.PathLike, class_map: np.ndarray, palette: np.ndarray | None = None
+) -> None:
+    """Write an H x W uint8 class map as a PNG of class indices, written atomically.
+
+    With ``palette`` (C x 3 uint8, row c the colour of class c) the PNG is a palette ("P") image: it opens
+    in colour, and its pixels still read back as the class indices (``np.asarray(Image.open(path))``,
+    :func:`read_class_map`). Without, a grey ("L") image of the indices.
+    """
+    from PIL import Image
+
+    if class_map.dtype != np.uint8 or class_map.ndim != 2:
+        raise ValueError(f"a class map is H x W uint8, got {class_map.dtype} {class_map.shape}")
+    if palette is None:
+        image = Image.fromarray(class_map, mode="L")
+    else:
+        palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+        if class_map.size and int(class_map.max()) >= len(palette):
+            raise ValueError(f"class {int(class_map.max())} has no colour in a palette of {len(palette)}")
+        image = Image.fromarray(class_map, mode="P")
+        image.putpalette(palette[:256].reshape(-1).tolist())
+    save_atomically(image, Path(path), "PNG")
+
+
+def write_confidence(path: str | os.PathLike, confidence: np.ndarray) -> None:
+    """Write an H x W float32 map (the confidence, in [0, 1]) as a 32-bit float TIFF, atomically: it
+    reads back exactly (``np.asarray(Image.open(path))``)."""
+    from PIL import Image
+
+    if confidence.dtype != np.float32 or confidence.ndim != 2:
+        raise ValueError(f"a confidence map is H x W float32, got {confidence.dtype} {confidence.shape}")
+    save_atomically(Image.fromarray(confidence, mode="F"), Path(path), "TIFF")
 
 
 #: PIL modes that hold one value per pixel; palette ("P") indices are the class ids.

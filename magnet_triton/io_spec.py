@@ -30,6 +30,8 @@ REFINER_MODEL = "magnet_refiner"
 PIPELINE_MODEL = "magnet_pipeline"
 DECODE_MODEL = "magnet_decode"
 ENSEMBLE_MODEL = "magnet"
+#: The decoupled pipeline (``export --progressive``): one response per stage over a gRPC stream.
+PROGRESSIVE_MODEL = "magnet_pipeline_progressive"
 
 # ---------------------------------------------------------------------- tensor names
 PATCHES = "PATCHES"
@@ -46,13 +48,14 @@ PATCH_ORDER = request_option("patch_order").tensor
 SEGMENTATION = "SEGMENTATION"
 COARSE_SEGMENTATION = "COARSE_SEGMENTATION"
 CONFIDENCE = "CONFIDENCE"
+SCALES_DONE = "SCALES_DONE"
 
 #: Name of the dynamic batch axis in the ONNX files and the TensorRT profiles.
 BATCH_AXIS = "batch"
 #: The request parameter that gives ``magnet_pipeline`` a time budget in milliseconds, counted from when
-#: it starts the request: past it, the run stops before its next scale and is answered CANCELLED.
-#: ``magnet-client`` sends its timeout as this, since a deadline that passes on an ensemble request
-#: does not cancel its steps (Triton 24.10).
+#: it starts the request: past it, the refinement stops before its next scale and the map refined so far
+#: is the answer (``SCALES_DONE`` says how far it got). ``magnet-client`` sends its timeout as this too,
+#: since a deadline that passes on an ensemble request does not cancel its steps (Triton 24.10).
 DEADLINE_PARAMETER = "deadline_ms"
 
 #: Triton dtype name -> numpy dtype. BYTES travels as numpy ``object`` arrays of ``bytes``.
@@ -279,6 +282,13 @@ def _segmentation_outputs() -> tuple[TensorSpec, ...]:
             (-1, -1),
             description="H0 x W0 top-1 minus top-2 class probability of the final scale, in [0, 1]",
         ),
+        TensorSpec(
+            SCALES_DONE,
+            "INT32",
+            (1,),
+            description="scales the map went through, the coarse pass included: fewer than the preset's "
+            "when deadline_ms ended the refinement early",
+        ),
     )
 
 
@@ -294,6 +304,18 @@ def pipeline_spec(settings: Settings | None = None) -> ModelSpec:
             *_override_inputs(),
         ),
         outputs=_segmentation_outputs(),
+        max_batch_size=0,
+    )
+
+
+def progressive_spec(settings: Settings | None = None) -> ModelSpec:
+    """The pipeline's decoupled twin: the same inputs; one response per stage, each the class map so far
+    and the scales it went through (the last response is the pipeline's own answer)."""
+    pipeline = pipeline_spec(settings)
+    return ModelSpec(
+        name=PROGRESSIVE_MODEL,
+        inputs=pipeline.inputs,
+        outputs=(pipeline.output(SEGMENTATION), pipeline.output(SCALES_DONE)),
         max_batch_size=0,
     )
 

@@ -52,6 +52,9 @@ class SegmentationResult:
         probabilities: 1 x C x H0 x W0 float32 final probabilities, when asked for.
         timings_s: seconds spent per stage.
         points_replaced: per refined scale, how many pixels took the refiner's answer.
+        patches_refined: per refined scale, how many patches went through the backbone and refiner.
+        scales_done: the scales the map went through, the coarse pass included: the preset's
+            ``num_scales`` unless ``out_of_time`` stopped the refinement early (1 for downsample).
     """
 
     segmentation: np.ndarray
@@ -60,6 +63,8 @@ class SegmentationResult:
     probabilities: torch.Tensor | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     points_replaced: list[int] = field(default_factory=list)
+    patches_refined: list[int] = field(default_factory=list)
+    scales_done: int = 0
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -112,6 +117,8 @@ def run_magnet(
     return_confidence: bool = True,
     cut_on_device: bool | None = None,
     should_stop: Callable[[], bool] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
+    on_stage: Callable[[int, np.ndarray], None] | None = None,
 ) -> SegmentationResult:
     """Segment one H x W x 3 uint8 RGB image with MagNet as ``settings`` say (every mode).
 
@@ -126,6 +133,15 @@ def run_magnet(
     ``should_stop`` is asked before the coarse pass and before each refined scale (a served request:
     "has the caller cancelled?"); when it says yes the run ends there with :class:`WorkStopped`, so an
     abandoned request costs at most one more scale.
+
+    ``out_of_time`` is asked before each refined scale (a served request's ``deadline_ms``); when it says
+    yes the refinement ends there and the map refined so far is returned (the coarse pass is always
+    run: it is one patch), with ``scales_done`` saying how far it got. MagNet is progressive, so a
+    deadline buys a coarser answer instead of none.
+
+    ``on_stage(scales_done, class_map)`` gets the H0 x W0 uint8 class map after the coarse pass and after
+    each refined scale but the last (whose map is the result's): a progressive answer. Each costs one
+    more full-resolution pass.
     """
     image = check_image(image)
     device = torch.device(device)
@@ -139,8 +155,7 @@ def run_magnet(
     def check_stop(done: int) -> None:
         if should_stop is not None and should_stop():
             raise WorkStopped(
-                f"stopped after {done} of {settings.num_scales} scales: the request was cancelled or its "
-                "deadline passed"
+                f"stopped after {done} of {settings.num_scales} scales: the request was cancelled"
             )
 
     check_stop(0)
@@ -153,18 +168,36 @@ def run_magnet(
     coarse = networks.backbone(coarse_patch.to(device))
     t = clock.lap("backbone", t)
     points: list[int] = []
+    patches: list[int] = []
+    scales_done = 1
+
+    def stage(probs: torch.Tensor) -> None:
+        if on_stage is not None and scales_done < settings.num_scales:
+            t = time.perf_counter()
+            winner = resize_bilinear(probs, out_hw).max(dim=1).indices
+            on_stage(scales_done, winner[0].to(torch.uint8).cpu().numpy())
+            clock.lap("stages", t)
 
     if settings.mode == "downsample":
         probs = coarse
     elif settings.mode == "patching":
         check_stop(1)
         probs = _patching(image, settings, networks, device, clock)
+        scales_done = settings.num_scales
     else:
         probs = coarse
+        stage(probs)
         for scale_index in range(1, settings.num_scales):
             check_stop(scale_index)
-            probs, n_replaced = _refine_scale(image, settings, networks, probs, scale_index, steps, clock)
+            if out_of_time is not None and out_of_time():
+                break
+            probs, n_replaced, n_patches = _refine_scale(
+                image, settings, networks, probs, scale_index, steps, clock
+            )
             points.append(n_replaced)
+            patches.append(n_patches)
+            scales_done = scale_index + 1
+            stage(probs)
 
     t = time.perf_counter()
     final = resize_bilinear(probs, out_hw)
@@ -186,6 +219,8 @@ def run_magnet(
         probabilities=final.cpu() if return_probabilities else None,
         timings_s=clock.timings,
         points_replaced=points,
+        patches_refined=patches,
+        scales_done=scales_done,
     )
 
 
@@ -228,8 +263,9 @@ def _refine_scale(
     scale_index: int,
     steps: RefinementSteps,
     clock: _Clock,
-) -> tuple[torch.Tensor, int]:
-    """Steps 1-15 for one scale: returns the updated 1 x C x H x W probabilities and the point count."""
+) -> tuple[torch.Tensor, int, int]:
+    """Steps 1-15 for one scale: the updated 1 x C x H x W probabilities, the points replaced and the
+    patches refined."""
     size = settings.scales[scale_index]
     width, height = size
     in_w, in_h = settings.input_size
@@ -275,7 +311,7 @@ def _refine_scale(
         indices = indices[mask.reshape(-1)[indices]]
     steps.replace(probs, pasted, indices)  # step 15
     clock.lap("refine", t)
-    return probs, int(indices.numel())
+    return probs, int(indices.numel()), len(selected)
 
 
 def request_work(settings: Settings) -> tuple[int, int]:

@@ -236,6 +236,42 @@ _DEEPGLOBE = Settings(
     smooth_kernel=11,
     fast_n_patches=3,
 )
+#: Inria Aerial (binary building masks over 5000 x 5000 tiles): the seed's table 3 gives the network
+#: (ResNet-50 FPN), the tile and the input size (536 x 536); the rest is chosen, after DeepGlobe, the
+#: other aerial preset: 625 x 625 crops (an eighth of the tile, so the scales double exactly from 625 to
+#: 5000, four of them, and each crop shrinks to the input by 0.86, near DeepGlobe's 612 -> 508), one shared
+#: refiner, 0.75 of each scale's pixels as points, an 11-pixel smoothing window. Each is a request option or
+#: an export override (``--n-points``, ...).
+_INRIA = Settings(
+    name="inria",
+    scales=((625, 625), (1250, 1250), (2500, 2500), (5000, 5000)),
+    crop_size=(625, 625),
+    input_size=(536, 536),
+    num_classes=2,
+    backbone="fpn",
+    n_refiners=1,
+    n_points=0.75,
+    n_patches=-1,
+    smooth_kernel=11,
+    fast_n_patches=3,
+)
+#: Gleason pathology (4 classes, PSPNet on a ResNet-101, whose checkpoint layout is the reference key
+#: list's ``psp``): the authors' published command crops 625 x 625 and feeds them at that size, with
+#: scales from 625 to 5000 and an 11-pixel window. Chosen here: one shared refiner and 0.75 of the pixels
+#: as points, as for DeepGlobe (the seed gives neither for Gleason).
+_GLEASON = Settings(
+    name="gleason",
+    scales=((625, 625), (1250, 1250), (2500, 2500), (5000, 5000)),
+    crop_size=(625, 625),
+    input_size=(625, 625),
+    num_classes=4,
+    backbone="psp",
+    n_refiners=1,
+    n_points=0.75,
+    n_patches=-1,
+    smooth_kernel=11,
+    fast_n_patches=3,
+)
 PRESETS: dict[str, Settings] = {
     "cityscapes": _CITYSCAPES,
     "cityscapes-fast": dataclasses.replace(
@@ -245,6 +281,8 @@ PRESETS: dict[str, Settings] = {
     "deepglobe-fast": dataclasses.replace(
         _DEEPGLOBE, name="deepglobe-fast", mode="magnet-fast", n_points=0.9, n_patches=3
     ),
+    "inria": _INRIA,
+    "gleason": _GLEASON,
 }
 
 

@@ -21,7 +21,7 @@ from magnet_triton import io_spec, request_options
 from magnet_triton.errors import ImageTooLarge, MagnetError, OverWorkCap
 from magnet_triton.model_repository.bls_networks import BLSNetworks
 from magnet_triton.model_repository.config_params import instance_device, model_parameters
-from magnet_triton.model_repository.pipeline_metrics import PipelineMetrics
+from magnet_triton.model_repository.pipeline_metrics import PipelineMetrics, PipelineWork
 from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.ops.steps import steps_for_device
 from magnet_triton.pipeline import check_image, request_work, run_magnet
@@ -77,9 +77,13 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
     return raw
 
 
-def stop_condition(request: Any, started: float) -> Callable[[], bool] | None:
-    """When the run must stop: the request was cancelled, or its ``deadline_ms`` (from ``started``,
-    a ``time.monotonic()``) passed. None when neither can be known.
+def stop_conditions(
+    request: Any, started: float
+) -> tuple[Callable[[], bool] | None, Callable[[], bool] | None]:
+    """(cancelled, out of time) of a request, each None when it cannot be known.
+
+    Cancelled: the client gave up (Python backends before 23.10 cannot tell). Out of time: its
+    ``deadline_ms``, counted from ``started`` (a ``time.monotonic()``), has passed.
 
     Raises:
         MagnetError: a ``deadline_ms`` that is not a whole number of milliseconds > 0.
@@ -90,12 +94,11 @@ def stop_condition(request: Any, started: float) -> Callable[[], bool] | None:
         raise MagnetError(
             f"request parameter {io_spec.DEADLINE_PARAMETER} must be an integer > 0, got {budget!r}"
         )
-    # Python backends before 23.10 cannot tell a cancelled request.
     cancelled = getattr(request, "is_cancelled", None)
     if budget is None:
-        return cancelled
+        return cancelled, None
     deadline = started + budget / 1000
-    return lambda: time.monotonic() > deadline or (cancelled is not None and cancelled())
+    return cancelled, lambda: time.monotonic() > deadline
 
 
 class TritonPythonModel:
@@ -122,6 +125,7 @@ class TritonPythonModel:
         torch.set_num_threads(int(params.get("torch_threads", "0")) or len(os.sched_getaffinity(0)))
         # Triton's own counters call every answered request a success; these say how it was answered.
         self.metrics = PipelineMetrics.create(pb_utils)
+        self.work = PipelineWork.create(pb_utils, self.settings.num_scales - 1)
         log.info(
             "magnet_pipeline ready: preset %s on %s, steps %s, %d torch threads",
             self.settings.name,
@@ -130,17 +134,21 @@ class TritonPythonModel:
             torch.get_num_threads(),
         )
 
-    def _segment(self, request: Any) -> Any:
+    #: Named in messages and error responses; the progressive twin says its own name.
+    model_name = io_spec.PIPELINE_MODEL
+
+    def _segment(self, request: Any, on_stage: Callable[[int, np.ndarray], None] | None = None) -> Any:
+        """One request's final ``InferenceResponse``; ``on_stage`` gets the maps of the stages before."""
         started = time.monotonic()
         pb = self.pb_utils
         image_tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE)
         if image_tensor is None:
-            raise MagnetError(f"{io_spec.PIPELINE_MODEL} needs the {io_spec.IMAGE} input (H x W x 3 uint8)")
+            raise MagnetError(f"{self.model_name} needs the {io_spec.IMAGE} input (H x W x 3 uint8)")
         image = check_image(image_tensor.as_numpy())
         check_image_size(image, self.max_image_pixels)
         settings = apply_overrides(self.settings, request_overrides(request, pb))
         check_work(settings, self.max_patches, self.max_points)
-        should_stop = stop_condition(request, started)
+        cancelled, out_of_time = stop_conditions(request, started)
         # Triton lists every output when the client names none, so this only skips what was left out.
         requested = set(request.requested_output_names())
         result = run_magnet(
@@ -151,22 +159,26 @@ class TritonPythonModel:
             steps=self.steps,
             return_coarse=io_spec.COARSE_SEGMENTATION in requested,
             return_confidence=io_spec.CONFIDENCE in requested,
-            should_stop=should_stop,
+            should_stop=cancelled,
+            out_of_time=out_of_time,
+            on_stage=on_stage,
         )
+        if self.work is not None:
+            self.work.record(result, settings.num_scales, settings.mode)
         outputs = [pb.Tensor(io_spec.SEGMENTATION, result.segmentation)]
         if result.coarse_segmentation is not None:
             outputs.append(pb.Tensor(io_spec.COARSE_SEGMENTATION, result.coarse_segmentation))
         if result.confidence is not None:
             outputs.append(pb.Tensor(io_spec.CONFIDENCE, result.confidence.astype(np.float32)))
+        if io_spec.SCALES_DONE in requested:
+            outputs.append(pb.Tensor(io_spec.SCALES_DONE, np.array([result.scales_done], np.int32)))
         return pb.InferenceResponse(output_tensors=outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         count = self.metrics.count if self.metrics is not None else None
-        return respond_to_each(
-            requests, self._segment, self.pb_utils, io_spec.PIPELINE_MODEL, log, on_outcome=count
-        )
+        return respond_to_each(requests, self._segment, self.pb_utils, self.model_name, log, on_outcome=count)
 
     def finalize(self) -> None:
-        metrics = getattr(self, "metrics", None)  # absent when initialize failed before making it
-        if metrics is not None:
-            metrics.close()
+        for counters in (getattr(self, "metrics", None), getattr(self, "work", None)):
+            if counters is not None:  # absent when initialize failed before making them
+                counters.close()

@@ -674,3 +674,19 @@ def test_the_client_sends_its_timeout_as_the_pipelines_deadline_rounded_up():
     assert sent(2.0001) == {io_spec.DEADLINE_PARAMETER: 2001}
     assert sent(0.0001) == {io_spec.DEADLINE_PARAMETER: 1}
     assert sent(None) is None
+
+
+def test_a_deadline_shorter_than_the_timeout_is_the_budget_sent_and_a_bad_one_is_refused():
+    from magnet_triton.client.base import ClientOptions
+
+    def sent(timeout_s, deadline_s):
+        options = ClientOptions("h:1", timeout_s, RetryPolicy(retries=0), deadline_s=deadline_s)
+        return options.infer_kwargs()["parameters"][io_spec.DEADLINE_PARAMETER]
+
+    assert sent(300.0, 2.5) == 2500
+    assert sent(300.0, None) == 300_000
+    assert sent(None, 1.2) == 1200
+    assert sent(1.0, 5.0) == 1000  # past its own timeout the client is gone: no use refining longer
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(BadRequestError, match="deadline_s must be a number of seconds > 0"):
+            ClientOptions("h:1", 300.0, RetryPolicy(retries=0), deadline_s=bad)

@@ -75,6 +75,7 @@ def test_pipeline_has_one_image_and_four_optional_overrides():
         ("SEGMENTATION", "UINT8", (-1, -1)),
         ("COARSE_SEGMENTATION", "UINT8", (-1, -1)),
         ("CONFIDENCE", "FP32", (-1, -1)),
+        ("SCALES_DONE", "INT32", (1,)),
     ]
 
 

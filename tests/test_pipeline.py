@@ -106,6 +106,28 @@ def test_magnet_uses_the_refiner_of_each_transition_and_replaces_k_points():
     assert result.points_replaced == [100, 100]
 
 
+@pytest.mark.parametrize("scales_done", [1, 2, 3])
+def test_a_deadline_returns_the_map_of_the_scales_it_reached(scales_done):
+    """Out of time after k scales gives what a preset of only those k scales gives (the same steps,
+    then the final resize), and says k."""
+    image, nets = blocky_image(), ColourNetworks("fine")
+    asked = []
+
+    def out_of_time() -> bool:  # asked before each refined scale
+        asked.append(1)
+        return len(asked) >= scales_done
+
+    result = run_magnet(image, small_settings(n_points=100), nets, out_of_time=out_of_time)
+    shorter = small_settings(
+        n_points=100, scales=((32, 16), (64, 32), (128, 64))[:scales_done], n_refiners=max(1, scales_done - 1)
+    )
+    expected = run_magnet(image, shorter, ColourNetworks("fine"))
+    assert result.scales_done == expected.scales_done == scales_done
+    np.testing.assert_array_equal(result.segmentation, expected.segmentation)
+    np.testing.assert_array_equal(result.confidence, expected.confidence)
+    assert nets.refiner_calls == [0, 1][: scales_done - 1]
+
+
 def test_fast_mode_changes_only_pixels_inside_the_refined_patch():
     image = blocky_image()
     two_scales = {"scales": ((64, 32), (128, 64)), "crop_size": (64, 32), "n_refiners": 1}

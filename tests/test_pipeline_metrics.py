@@ -153,3 +153,45 @@ def test_a_counter_that_fails_leaves_the_response_as_it_was(caplog):
         )
     assert not response.has_error()
     assert "could not count a success request" in caplog.text
+
+
+def work_values(pb_utils) -> dict[tuple[str, tuple], float]:
+    """(family, sorted label items) -> value of the pipeline's work counters."""
+    from magnet_triton.model_repository.pipeline_metrics import WORK_FAMILIES
+
+    names = {name for name, _ in WORK_FAMILIES.values()}
+    return {
+        (name, tuple(sorted(labels))): value
+        for (name, labels), value in pb_utils.metric_values.items()
+        if name in names
+    }
+
+
+def test_the_work_counters_add_each_requests_patches_points_seconds_and_deadline_stops(served):
+    model, pb_utils, _ = served
+    before = work_values(pb_utils)
+    # Listed from load at 0: TINY refines two scales.
+    assert before[("magnet_pipeline_patches_refined_total", (("scale", "2"),))] == 0
+    assert before[("magnet_pipeline_deadline_stops_total", ())] == 0
+    magnet, hurried = model.execute(
+        [
+            request(image_input(), parameters={"mode": "magnet-fast", "n_patches": 2}),
+            request(image_input(), parameters={"mode": "magnet-fast", "n_patches": 2, "deadline_ms": 1}),
+        ]
+    )
+    assert not magnet.has_error() and not hurried.has_error()
+    after = work_values(pb_utils)
+    # magnet-fast keeps 2 patches of each refined scale (TINY: 4 and 16 in all), and replaces n_points
+    # (0.25) of each scale's pixels in proportion to the patches kept: 128x128/4 x 2/4, 256x256/4 x 2/16.
+    assert after[("magnet_pipeline_patches_refined_total", (("scale", "1"),))] == 2
+    assert after[("magnet_pipeline_patches_refined_total", (("scale", "2"),))] == 2
+    assert after[("magnet_pipeline_points_refined_total", (("scale", "1"),))] == 128 * 128 // 4 * 2 // 4
+    assert after[("magnet_pipeline_points_refined_total", (("scale", "2"),))] == 256 * 256 // 4 * 2 // 16
+    # The deadline of 1 ms passed during the coarse pass: one stop, nothing refined for it.
+    assert after[("magnet_pipeline_deadline_stops_total", ())] == 1
+    seconds = {
+        labels[0][1]: v
+        for (name, labels), v in after.items()
+        if name == "magnet_pipeline_stage_seconds_total"
+    }
+    assert seconds["backbone"] > 0 and seconds["refiner"] > 0 and seconds["finish"] > 0

@@ -25,7 +25,7 @@ from magnet_triton.export.repository import RepositoryOptions, model_configs
 from tests import fake_triton
 from tests.tiny_repository import SEED, TINY, png_bytes, scene
 
-ALL_OUTPUTS = (io_spec.SEGMENTATION, io_spec.COARSE_SEGMENTATION, io_spec.CONFIDENCE)
+ALL_OUTPUTS = tuple(t.name for t in io_spec.pipeline_spec().outputs)
 #: Small enough to be quick on two cores, not square so a swapped H and W shows.
 IMAGE = scene(100, 140, seed=3)
 #: The pipeline's size limit in these tests: IMAGE (14000 pixels) fits, 150 x 150 does not.
@@ -550,14 +550,24 @@ def test_a_cancelled_request_stops_before_its_next_scale_and_says_cancelled(
     after = request(image_input(), parameters={"mode": "downsample"})
     stopped, good = pipeline.execute([cancelled, after])
     message = error_of(stopped, fake_triton.TritonError.CANCELLED)
-    assert (
-        message
-        == f"stopped after 2 of {TINY.num_scales} scales: the request was cancelled or its deadline passed"
-    )
+    assert message == f"stopped after 2 of {TINY.num_scales} scales: the request was cancelled"
     # The coarse pass and scale 1 ran (backbone and refiner 1); scale 2's refiner never did.
     assert (io_spec.REFINER_MODEL, 2) not in network_models.calls
     assert (io_spec.REFINER_MODEL, 1) in network_models.calls
     np.testing.assert_array_equal(outputs_of(good)[io_spec.SEGMENTATION], expected("downsample").segmentation)
+
+
+def test_a_passed_deadline_answers_with_the_coarse_map_and_says_one_scale(pipeline, expected):
+    """A deadline of 1 ms has passed once the coarse pass is done (it always runs): the answer is the
+    coarse prediction resized, which is what mode downsample computes, and SCALES_DONE says 1."""
+    hurried, full = pipeline.execute(
+        [request(image_input(), parameters={"deadline_ms": 1}), request(image_input())]
+    )
+    outputs = outputs_of(hurried)
+    assert outputs[io_spec.SCALES_DONE].tolist() == [1]
+    np.testing.assert_array_equal(outputs[io_spec.SEGMENTATION], expected("downsample").segmentation)
+    assert outputs_of(full)[io_spec.SCALES_DONE].tolist() == [TINY.num_scales]
+    np.testing.assert_array_equal(outputs_of(full)[io_spec.SEGMENTATION], expected("magnet").segmentation)
 
 
 def test_request_work_counts_the_patches_and_points_each_mode_refines():

@@ -304,10 +304,10 @@ def test_a_request_abandoned_by_its_client_stops_within_a_scale(client, server):
     assert_good_request_succeeds(client)
 
 
-def test_a_deadline_stops_an_ensemble_request_whose_cancellation_triton_does_not_pass_on(client, server):
-    """Triton (24.10) does not cancel an ensemble's steps when the ensemble request is cancelled, so a
-    client deadline alone leaves the pipeline running; ``deadline_ms`` (which magnet-client sends)
-    stops it within a scale."""
+def test_a_deadline_returns_the_map_so_far_within_a_scale_through_the_ensemble(client, server):
+    """``deadline_ms`` ends the refinement before the next scale and answers with the map refined so
+    far, saying how far it got. It works behind the ensemble, which Triton (24.10) does not pass a
+    cancellation through (magnet-client sends its timeout as it)."""
     image = scene(500, 700, seed=3)
     data = tensor(io_spec.IMAGE_BYTES, np.array([png_bytes(image)], dtype=np.object_), "BYTES")
     count = _pipeline_compute(client)[0] + 1
@@ -317,13 +317,16 @@ def test_a_deadline_stops_an_ensemble_request_whose_cancellation_triton_does_not
     full = _wait_for_count(client, count + 1) - before
     answered = _answered(server)
     budget_ms = max(1, int(full * 1000 / 10))
-    with pytest.raises(grpc.InferenceServerException) as error:
-        client.infer(io_spec.ENSEMBLE_MODEL, [data], parameters={io_spec.DEADLINE_PARAMETER: budget_ms})
-    assert error.value.status() == "StatusCode.CANCELLED"
-    assert "deadline passed" in error.value.message()
+    partial = client.infer(io_spec.ENSEMBLE_MODEL, [data], parameters={io_spec.DEADLINE_PARAMETER: budget_ms})
     stopped = _wait_for_count(client, count + 2) - before - full
     assert stopped < 0.6 * full, (stopped, full)
-    assert _increase(answered, _answered(server)) == {("cancelled",): 1}
+    # TINY has three scales; a tenth of the run leaves time for the coarse pass and at most one more.
+    done = int(partial.as_numpy(io_spec.SCALES_DONE)[0])
+    assert 1 <= done < TINY.num_scales, done
+    assert partial.as_numpy(io_spec.SEGMENTATION).shape == image.shape[:2]
+    full_run = client.infer(io_spec.ENSEMBLE_MODEL, [data])
+    assert int(full_run.as_numpy(io_spec.SCALES_DONE)[0]) == TINY.num_scales
+    assert _increase(answered, _answered(server)) == {("success",): 2}
 
 
 @pytest.mark.parametrize("budget", [0, -5, 1.5, "soon", True])

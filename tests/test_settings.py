@@ -28,6 +28,38 @@ def test_presets_carry_the_published_numbers():
     assert (PRESETS["deepglobe-fast"].n_points, PRESETS["deepglobe-fast"].n_patches) == (0.9, 3)
 
 
+def test_the_inria_and_gleason_presets_carry_what_the_seed_and_the_reference_keys_fix():
+    """The seed's table 3 fixes Inria's network, tile and input; the reference key list fixes Gleason's
+    network and classes (its psp checkpoint has 4); the rest is chosen in the presets' comments."""
+    import json
+    from pathlib import Path
+
+    inria, gleason = PRESETS["inria"], PRESETS["gleason"]
+    assert (inria.backbone, inria.num_classes, inria.input_size, inria.scales[-1]) == (
+        "fpn",
+        2,
+        (536, 536),
+        (5000, 5000),
+    )
+    keys = json.loads((Path(__file__).parent / "reference" / "official_state_dict.json").read_text())
+    assert gleason.backbone == "psp" and gleason.num_classes == keys["models"]["psp"]["num_classes"] == 4
+    assert (gleason.crop_size, gleason.input_size, gleason.smooth_kernel) == ((625, 625), (625, 625), 11)
+    for preset in (inria, gleason):
+        # The scales double up to the 5000 x 5000 tile, the first being one crop.
+        assert preset.scales == ((625, 625), (1250, 1250), (2500, 2500), (5000, 5000))
+        assert get_preset(preset.name, n_points=0.5, smooth_kernel=7).n_points == 0.5  # overridable
+
+
+def test_the_default_pixel_limit_admits_each_presets_finest_scale():
+    from magnet_triton.export.repository import default_max_image_pixels
+
+    assert default_max_image_pixels(PRESETS["cityscapes"]) == 16 * 1024 * 1024
+    for name in PRESETS:
+        width, height = PRESETS[name].scales[-1]
+        assert default_max_image_pixels(PRESETS[name]) >= width * height
+    assert default_max_image_pixels(PRESETS["inria"]) == 5000 * 5000
+
+
 def test_every_field_can_be_overridden():
     s = get_preset("deepglobe", smooth_kernel=7, n_points=1000, patch_order="official", input_size=(512, 512))
     assert (s.smooth_kernel, s.n_points, s.patch_order, s.input_size) == (7, 1000, "official", (512, 512))

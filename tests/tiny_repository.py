@@ -42,6 +42,7 @@ def build_tiny_repository(
     pipeline_instances: int = 2,
     max_queue_size: int | None = None,
     queue_timeout_ms: int = 0,
+    progressive: bool = False,
 ) -> Path:
     """Export :data:`TINY` with random weights (seed :data:`SEED`) and write its repository under ``root``.
 
@@ -59,6 +60,7 @@ def build_tiny_repository(
         precision=precision,
         max_queue_size=max_queue_size,
         queue_timeout_ms=queue_timeout_ms,
+        progressive=progressive,
     )
     return export_repository(TINY, root / "repository", random_seed=SEED, options=options)
 

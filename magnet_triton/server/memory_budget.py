@@ -78,9 +78,11 @@ class MemoryPlan:
     @classmethod
     def of(cls, manifest: dict[str, Any], footprint_bytes: int) -> MemoryPlan:
         options = manifest.get("options", {})
+        # The progressive pipeline's instance holds a request's maps like the pipeline's do.
+        progressive = 1 if options.get("progressive") else 0
         return cls(
             footprint_bytes=footprint_bytes,
-            pipeline_instances=int(options.get("pipeline_instances", 2)),
+            pipeline_instances=int(options.get("pipeline_instances", 2)) + progressive,
             max_image_pixels=int(options.get("max_image_pixels", 16 * 1024 * 1024)),
             num_classes=settings_from_dict(manifest["settings"]).num_classes,
         )

@@ -8,7 +8,9 @@ smallest request it accepts and reports the ones that fail or do not answer in t
   fits whatever shapes the engine was built for;
 - ``magnet_pipeline``: a 32 x 32 black image at mode ``downsample`` (one backbone call);
 - ``magnet_decode``: a 2 x 2 PNG;
-- the ensemble: not sent, its steps are probed one by one.
+- the ensemble: not sent, its steps are probed one by one;
+- a decoupled model (``magnet_pipeline_progressive``): not sent (plain calls are refused; its stubs are
+  watched, and its code is the pipeline's, which is probed).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def probe_inputs(config: Mapping[str, Any], grpc: Any) -> list[Any] | None:
     name = config["name"]
     if config.get("platform") == "ensemble":
         return None
+    if config.get("model_transaction_policy", {}).get("decoupled"):
+        return None  # answers only over a stream; its stubs are watched, and it runs the pipeline's code
     if name == io_spec.PIPELINE_MODEL:
         image = grpc.InferInput(io_spec.IMAGE, [*PROBE_IMAGE_SIZE, 3], "UINT8")
         image.set_data_from_numpy(np.zeros((*PROBE_IMAGE_SIZE, 3), np.uint8))
