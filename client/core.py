@@ -27,7 +27,7 @@ from magnet_triton.client.base import (
     requested_outputs,
     segment_options,
 )
-from magnet_triton.client.errors import MagnetClientError, RequestTimeoutError, from_triton
+from magnet_triton.client.errors import MagnetClientError, RequestTimeoutError, from_triton, stream_error
 from magnet_triton.client.request import ImageInput, Request, prepare_progressive
 from magnet_triton.client.result import (
     STATISTICS_RETRY_DELAYS_S,
@@ -219,6 +219,7 @@ class MagnetClient:
                         attempts=1,
                     ) from None
                 if error is not None:
+                    error = stream_error(error)
                     raise from_triton(
                         error, url=self.url, model_name=request.model_name, attempts=1
                     ) from error

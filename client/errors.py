@@ -97,6 +97,23 @@ def _message(error: BaseException) -> str:
     return str(text or error)
 
 
+#: gRPC status names a streamed error may lead with (``STATUS: message``; a stream carries no status).
+_STREAM_STATUSES = ("INVALID_ARGUMENT", "UNAVAILABLE", "CANCELLED", "NOT_FOUND", "INTERNAL")
+
+
+def stream_error(error: BaseException) -> BaseException:
+    """A streamed ``InferenceServerException`` with its status restored from the message's lead
+    (``magnet_pipeline_progressive`` writes ``STATUS: message``); others as they are."""
+    if status_name(error) is not None:
+        return error
+    status, sep, rest = _message(error).partition(": ")
+    if not sep or status not in _STREAM_STATUSES:
+        return error
+    from tritonclient.utils import InferenceServerException
+
+    return InferenceServerException(msg=rest, status=f"StatusCode.{status}")
+
+
 def from_triton(error: BaseException, *, url: str, model_name: str, attempts: int) -> MagnetClientError:
     """The :class:`MagnetClientError` for a ``tritonclient`` ``InferenceServerException``.
 

@@ -21,6 +21,26 @@ from magnet_triton.model_repository.responses import respond_to_each
 
 log = logging.getLogger(__name__)
 
+#: A streamed error reaches the client as text only (gRPC streams carry no status per response), so
+#: the status goes in front of the message, as ``STATUS: message`` (gRPC's names).
+_STATUS_NAMES = {
+    "INVALID_ARG": "INVALID_ARGUMENT",
+    "UNAVAILABLE": "UNAVAILABLE",
+    "CANCELLED": "CANCELLED",
+    "NOT_FOUND": "NOT_FOUND",
+    "INTERNAL": "INTERNAL",
+}
+
+
+def with_status(pb_utils: Any, response: Any) -> Any:
+    """``response``, its error message led by the status name when it is an error response."""
+    if not response.has_error():
+        return response
+    error = response.error()
+    names = {getattr(pb_utils.TritonError, code, None): name for code, name in _STATUS_NAMES.items()}
+    name = names.get(error.code() if hasattr(error, "code") else None, "INTERNAL")
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{name}: {error.message()}", error.code()))
+
 
 class TritonPythonModel(pipeline_model.TritonPythonModel):
     model_name = io_spec.PROGRESSIVE_MODEL
@@ -55,7 +75,7 @@ class TritonPythonModel(pipeline_model.TritonPythonModel):
         # The final answer (or the error), then the flag that closes each request's stream.
         for sender, response in zip(senders, finals):
             try:
-                sender.send(response)
+                sender.send(with_status(pb, response))
                 sender.send(flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             except Exception:  # a client that cancelled has no stream to answer on
                 log.info("%s: the stream closed before the final answer", self.model_name, exc_info=True)

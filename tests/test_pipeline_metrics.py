@@ -181,12 +181,14 @@ def test_the_work_counters_add_each_requests_patches_points_seconds_and_deadline
     )
     assert not magnet.has_error() and not hurried.has_error()
     after = work_values(pb_utils)
-    # magnet-fast keeps 2 patches of each refined scale (TINY: 4 and 16 in all), and replaces n_points
+    # magnet-fast keeps 2 patches of each refined scale (TINY: 4 and 16 in all), and picks n_points
     # (0.25) of each scale's pixels in proportion to the patches kept: 128x128/4 x 2/4, 256x256/4 x 2/16.
     assert after[("magnet_pipeline_patches_refined_total", (("scale", "1"),))] == 2
     assert after[("magnet_pipeline_patches_refined_total", (("scale", "2"),))] == 2
     assert after[("magnet_pipeline_points_refined_total", (("scale", "1"),))] == 128 * 128 // 4 * 2 // 4
-    assert after[("magnet_pipeline_points_refined_total", (("scale", "2"),))] == 256 * 256 // 4 * 2 // 16
+    # At most that many at scale 2: magnet-fast drops the chosen points that fall outside the kept
+    # patches (step 14), and with 2 of 16 patches some do.
+    assert 0 < after[("magnet_pipeline_points_refined_total", (("scale", "2"),))] <= 256 * 256 // 4 * 2 // 16
     # The deadline of 1 ms passed during the coarse pass: one stop, nothing refined for it.
     assert after[("magnet_pipeline_deadline_stops_total", ())] == 1
     seconds = {

@@ -197,3 +197,16 @@ def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
 def test_bad_repository_options_are_refused(changes, message):
     with pytest.raises(MagnetError, match=message):
         RepositoryOptions(**changes)
+
+
+def test_the_progressive_pipeline_is_the_pipeline_decoupled_and_only_when_asked():
+    settings = get_preset("cityscapes")
+    assert io_spec.PROGRESSIVE_MODEL not in model_configs(settings, RepositoryOptions())
+    configs = model_configs(settings, RepositoryOptions(progressive=True))
+    progressive = parse(to_pbtxt(configs[io_spec.PROGRESSIVE_MODEL]))
+    pipeline = parse(to_pbtxt(configs[io_spec.PIPELINE_MODEL]))
+    assert progressive.model_transaction_policy.decoupled and not pipeline.model_transaction_policy.decoupled
+    assert [o.name for o in progressive.output] == [io_spec.SEGMENTATION, io_spec.SCALES_DONE]
+    assert [i.name for i in progressive.input] == [i.name for i in pipeline.input]
+    assert dict(progressive.parameters) == dict(pipeline.parameters)  # the same settings and limits
+    assert progressive.instance_group[0].count == 1
