@@ -21,9 +21,12 @@ def repository(tmp_path_factory):
 
 
 def test_it_writes_every_served_model_with_one_version_per_refiner(repository):
-    from magnet_triton.export.repository import SERVED_MODELS
+    from magnet_triton.export.repository import SERVED_MODELS, RepositoryOptions
 
-    assert {p.name for p in repository.iterdir() if p.is_dir()} == {m.name for m in SERVED_MODELS}
+    served = {m.name for m in SERVED_MODELS if m.included(RepositoryOptions())}
+    assert {p.name for p in repository.iterdir() if p.is_dir()} == served
+    # The progressive pipeline only when asked (export --progressive).
+    assert io_spec.PROGRESSIVE_MODEL not in served
     refiner = repository / io_spec.REFINER_MODEL
     assert sorted(p.name for p in refiner.iterdir()) == ["1", "2", "config.pbtxt"]
     for version in ("1", "2"):
