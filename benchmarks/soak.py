@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,32 +221,11 @@ class Soak:
             thread.join()
 
 
-def _tree_rss(pid: int) -> int:
-    """Bytes of resident memory of ``pid`` and every descendant."""
+def _tree_sum(pid: int, value: Callable[[list[str]], int]) -> int:
+    """The sum of ``value(fields of /proc/<p>/stat after the command name)`` over ``pid`` and every
+    live descendant."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        child = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(child)
-        rss[child] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += rss.get(current, 0)
-        todo.extend(children.get(current, []))
-    return total
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and every live descendant."""
-    children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
+    values: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -254,13 +234,23 @@ def _tree_cpu_s(pid: int) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
-        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+        values[int(entry.name)] = value(fields)
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        total += ticks.get(current, 0)
+        total += values.get(current, 0)
         todo.extend(children.get(current, []))
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _tree_rss(pid: int) -> int:
+    """Bytes of resident memory of ``pid`` and every descendant."""
+    return _tree_sum(pid, lambda fields: int(fields[21]) * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every live descendant."""
+    return _tree_sum(pid, lambda fields: int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 #: The server counts as idle below this share of one core (its supervisor, Triton's threads).
