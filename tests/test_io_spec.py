@@ -19,7 +19,7 @@ from magnet_triton.io_spec import (
     ensemble_spec,
     pipeline_spec,
     refiner_spec,
-    refiner_version,
+    refiner_number,
 )
 from magnet_triton.settings import get_preset
 
@@ -49,8 +49,8 @@ def test_refiner_takes_fine_then_coarse_probabilities(settings):
     assert spec.output("PROBABILITIES").dims == (c, ih, iw)
 
 
-def test_refiner_versions_start_at_one():
-    assert [refiner_version(i) for i in range(3)] == [1, 2, 3]
+def test_refiner_numbers_start_at_one():
+    assert [refiner_number(i) for i in range(3)] == [1, 2, 3]
 
 
 def test_cityscapes_dims_are_height_before_width():
