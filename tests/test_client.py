@@ -574,7 +574,7 @@ def test_health_lists_every_model_and_version(client):
     health = client.health()
     assert health["live"] and health["ready"] and health["server"]["version"]
     assert health["models"][io_spec.ENSEMBLE_MODEL]["ready"]
-    assert health["models"][io_spec.REFINER_MODEL]["versions"] == {"1": "READY", "2": "READY"}
+    assert health["models"][io_spec.DEFAULT_NAMES.refiner(1)]["versions"] == {"1": "READY"}
     assert client.num_classes() == 5
 
 
@@ -643,7 +643,7 @@ def test_cli_a_file_declaring_a_huge_image_exits_1_without_a_traceback(server, t
 def test_cli_health_prints_readiness_and_versions(server, capsys):
     assert cli.main(["health", "--url", server.grpc_url]) == cli.EXIT_OK
     out = capsys.readouterr().out
-    assert "ready: yes" in out and "2.51" in out and "magnet_refiner" in out and "v2 READY" in out
+    assert "ready: yes" in out and "2.51" in out and "magnet_refiner_2" in out and "v1 READY" in out
 
 
 def test_every_client_error_has_an_exit_code():

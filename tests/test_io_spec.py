@@ -18,8 +18,8 @@ from magnet_triton.io_spec import (
     decode_spec,
     ensemble_spec,
     pipeline_spec,
-    refiner_spec,
     refiner_number,
+    refiner_spec,
 )
 from magnet_triton.settings import get_preset
 

@@ -233,7 +233,9 @@ def test_into_an_existing_preset_adds_the_next_version_of_every_network(tmp_path
     settings = get_preset("deepglobe")
     repo = tmp_path / "repo"
     v1, v2 = _fake_onnx(tmp_path, b"v1"), _fake_onnx(tmp_path, b"v2")
-    write_repository(repo, settings, RepositoryOptions(), backbone_model=v1, refiner_models=[v1], provenance={})
+    write_repository(
+        repo, settings, RepositoryOptions(), backbone_model=v1, refiner_models=[v1], provenance={}
+    )
     configs = {p: p.read_text() for p in repo.glob("*/config.pbtxt")}
     version = write_repository(
         repo, settings, RepositoryOptions(), backbone_model=v2, refiner_models=[v2], provenance={"w": 2},
@@ -247,7 +249,7 @@ def test_into_an_existing_preset_adds_the_next_version_of_every_network(tmp_path
     assert {p: p.read_text() for p in repo.glob("*/config.pbtxt")} == configs  # configs left as they were
     assert read_manifest(repo)["network_versions"] == {"2": {"w": 2}}
     # The new networks must fit the pipeline already there.
-    with pytest.raises(MagnetError, match="same preset, settings, runtime and precision.*--name-prefix"):
+    with pytest.raises(MagnetError, match=r"same preset, settings, runtime and precision.*--name-prefix"):
         write_repository(
             repo, get_preset("cityscapes"), RepositoryOptions(), backbone_model=v2, refiner_models=[v2] * 3,
             provenance={}, into=True,
