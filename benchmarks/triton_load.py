@@ -30,11 +30,6 @@ _OVERRIDE_INPUTS = {
 }
 
 
-def is_network(model: str) -> bool:
-    """Whether ``model`` is the backbone or one of the refiners (``magnet_refiner_<k>``)."""
-    return model == io_spec.BACKBONE_MODEL or model.startswith(io_spec.REFINER_MODEL + "_")
-
-
 def pipeline_inputs(image: np.ndarray, overrides: Mapping[str, Any]) -> list[Any]:
     """gRPC inputs of ``magnet_pipeline``: the raw H x W x 3 uint8 image and the optional overrides."""
     import tritonclient.grpc as grpcclient
@@ -108,7 +103,7 @@ class LoadResult:
     @property
     def network_s(self) -> float:
         """Seconds the backbone and refiner models executed."""
-        return sum(s for name, s in self.busy_s.items() if is_network(name))
+        return sum(s for name, s in self.busy_s.items() if io_spec.is_network_model(name))
 
     @property
     def outside_networks(self) -> float:

@@ -116,6 +116,13 @@ class ModelNames:
 #: The names of a single-preset repository.
 DEFAULT_NAMES = ModelNames()
 
+
+def is_network_model(model: str) -> bool:
+    """Whether ``model`` is a backbone or refiner model (any prefix): the models whose time is network
+    time, not the pipeline's own."""
+    return model.endswith("_" + BACKBONE_MODEL) or model == BACKBONE_MODEL or f"{REFINER_MODEL}_" in model
+
+
 # ---------------------------------------------------------------------- tensor names
 PATCHES = "PATCHES"
 FINE_AND_COARSE = "FINE_AND_COARSE"

@@ -690,3 +690,22 @@ def test_a_deadline_shorter_than_the_timeout_is_the_budget_sent_and_a_bad_one_is
     for bad in (0, -1.0, float("nan"), True):
         with pytest.raises(BadRequestError, match="deadline_s must be a number of seconds > 0"):
             ClientOptions("h:1", 300.0, RetryPolicy(retries=0), deadline_s=bad)
+
+
+def test_the_client_addresses_the_preset_behind_its_model_and_sends_version_priority_and_queue_timeout():
+    from magnet_triton.client.base import make_options
+
+    def options(**changes):
+        base = dict(timeout_s=10.0, retries=0, retry_backoff_s=0.1, retry_max_backoff_s=1.0)
+        return make_options("127.0.0.1:8001", **{**base, **changes})
+
+    plain = options()
+    assert plain.names == io_spec.DEFAULT_NAMES and plain.request_kwargs() == {}
+    chosen = options(model="deepglobe_magnet", model_version=2, priority=1, server_timeout_s=0.25)
+    assert chosen.names.pipeline == "deepglobe_magnet_pipeline"
+    assert chosen.request_kwargs() == {"model_version": "2", "priority": 1, "timeout": 250_000}
+    assert chosen.infer_kwargs()["priority"] == 1
+    with pytest.raises(BadRequestError, match="not a MagNet entry point"):
+        options(model="magnet_backbone")
+    with pytest.raises(BadRequestError, match="priority must be a whole number >= 0"):
+        options(priority=-1)
