@@ -5,7 +5,7 @@ Three runs, each one perf_analyzer invocation per concurrency (merged into one C
 - ``ensemble_bytes``: model ``magnet`` with the image file (PNG/JPEG) as the BYTES input ``IMAGE_BYTES``;
 - ``pipeline_raw``: model ``magnet_pipeline`` with the decoded H x W x 3 uint8 array (``--shape``);
 - ``pipeline_sweep``: ``magnet_pipeline`` over several concurrencies with ``--bls-composing-models``,
-  so the backbone and every refiner version get their own server-side breakdown.
+  so the backbone and every refiner model get their own server-side breakdown.
 
 One image takes seconds to minutes on a small CPU, so every run is bounded: ``count_windows`` with a
 few requests per window and at most 3 windows (perf_analyzer needs 3 to call a result stable; the
@@ -112,11 +112,11 @@ class PerfRun:
 def standard_runs(
     inputs: Mapping[str, Path], image: BenchImage, n_refiners: int, sweep: Sequence[int]
 ) -> list[PerfRun]:
-    """The three runs of the issue for an image and a repository with ``n_refiners`` refiner versions."""
+    """The three runs of the issue for an image and a repository with ``n_refiners`` refiner models."""
     height, width = image.pixels.shape[:2]
     # Versions are named one by one: with a bare model name perf_analyzer reads one version's statistics
     # and warns that several are loaded.
-    composing = [io_spec.BACKBONE_MODEL, *(f"{io_spec.REFINER_MODEL}:{v}" for v in range(1, n_refiners + 1))]
+    composing = io_spec.DEFAULT_NAMES.networks(n_refiners)
     shape = f"{io_spec.IMAGE}:{height},{width},3"
     return [
         PerfRun("ensemble_bytes", io_spec.ENSEMBLE_MODEL, inputs["ensemble_bytes"], [1]),

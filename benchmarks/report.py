@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks.common import markdown_table, record_lines
 from benchmarks.side_by_side import EAGER, TRITON
+from magnet_triton import io_spec
 
 MAX_OUTSIDE_NETWORKS = 0.10
 
@@ -83,7 +84,7 @@ def _stage_table(results: dict[str, Any]) -> list[str]:
         stages = dict(r["stages_s"])
         if r["system"] == TRITON:
             total = r["seconds_per_image"] * r["requests"]  # at concurrency 1: the sum of the latencies
-            networks = stages.get("magnet_backbone", 0.0) + stages.get("magnet_refiner", 0.0)
+            networks = sum(s for name, s in stages.items() if io_spec.is_network_model(name))
             pipeline = stages.pop("magnet_pipeline", 0.0)
             stages["magnet_pipeline outside BLS calls"] = max(pipeline - networks, 0.0)
             stages["client, gRPC, queues"] = max(total - pipeline, 0.0)

@@ -43,7 +43,12 @@ from magnet_triton.sample import png_declaring
 from magnet_triton.server import free_port
 from magnet_triton.server.stubs import live_stubs
 
-KILLABLE = (io_spec.BACKBONE_MODEL, io_spec.REFINER_MODEL, io_spec.PIPELINE_MODEL, io_spec.DECODE_MODEL)
+KILLABLE = (
+    io_spec.BACKBONE_MODEL,
+    io_spec.DEFAULT_NAMES.refiner(0),
+    io_spec.PIPELINE_MODEL,
+    io_spec.DECODE_MODEL,
+)
 #: After readiness is back, how long a failure still counts as the fault's.
 FAULT_GRACE_S = 2.0
 

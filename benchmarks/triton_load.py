@@ -28,7 +28,6 @@ _OVERRIDE_INPUTS = {
     "n_patches": (io_spec.N_PATCHES, "INT32", np.int32),
     "patch_order": (io_spec.PATCH_ORDER, "BYTES", object),
 }
-NETWORK_MODELS = (io_spec.BACKBONE_MODEL, io_spec.REFINER_MODEL)
 
 
 def pipeline_inputs(image: np.ndarray, overrides: Mapping[str, Any]) -> list[Any]:
@@ -104,7 +103,7 @@ class LoadResult:
     @property
     def network_s(self) -> float:
         """Seconds the backbone and refiner models executed."""
-        return sum(self.busy_s.get(name, 0.0) for name in NETWORK_MODELS)
+        return sum(s for name, s in self.busy_s.items() if io_spec.is_network_model(name))
 
     @property
     def outside_networks(self) -> float:

@@ -70,6 +70,10 @@ class AsyncMagnetClient:
         collect_server_timings: bool = False,
         headers: Mapping[str, str] | None = None,
         deadline_s: float | None = None,
+        model: str = io_spec.ENSEMBLE_MODEL,
+        model_version: int | None = None,
+        priority: int = 0,
+        server_timeout_s: float | None = None,
     ) -> None:
         self.options = make_options(
             url,
@@ -85,6 +89,10 @@ class AsyncMagnetClient:
             collect_server_timings=collect_server_timings,
             headers=headers or {},
             deadline_s=deadline_s,
+            model=model,
+            model_version=model_version,
+            priority=priority,
+            server_timeout_s=server_timeout_s,
         )
         # Imported now so a missing tritonclient shows at construction, as with the sync client.
         self._aio = deps.grpc_aio()
@@ -205,16 +213,16 @@ class AsyncMagnetClient:
 
         async def once(attempt: int) -> int:
             config = await self._channel().get_model_config(
-                io_spec.BACKBONE_MODEL, as_json=True, **self.options.call_kwargs()
+                self.options.names.backbone, as_json=True, **self.options.call_kwargs()
             )
             return num_classes_from_config(config)
 
-        return await self._with_retries("reading the model config", io_spec.BACKBONE_MODEL, once)
+        return await self._with_retries("reading the model config", self.options.names.backbone, once)
 
     # -- internals ---------------------------------------------------------------------------------
     async def _segment(self, image: ImageInput, options: SegmentOptions) -> SegmentResult:
         if isinstance(image, np.ndarray):
-            request = prepare_request(image, options)
+            request = prepare_request(image, options, self.options.names)
         else:  # reading (and for shared memory, decoding) a file would stall the event loop
             request = await asyncio.to_thread(prepare_request, image, options)
         return await self._with_retries(

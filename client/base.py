@@ -32,6 +32,7 @@ from magnet_triton.client.request import (
 )
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.client.shm import CudaRegion, Region, SystemRegion
+from magnet_triton.errors import MagnetError
 from magnet_triton.io_spec import DEADLINE_PARAMETER
 
 log = logging.getLogger("magnet_triton.client")
@@ -75,10 +76,21 @@ class ClientOptions:
     collect_server_timings: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
     deadline_s: float | None = None
+    model: str = io_spec.ENSEMBLE_MODEL
+    model_version: int | None = None
+    priority: int = 0
+    server_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", normalize_url(self.url))
-        for name in ("timeout_s", "deadline_s"):
+        try:
+            self.names  # noqa: B018 -- an entry point that is not one of ours fails here
+        except MagnetError as e:
+            raise BadRequestError(str(e)) from None
+        for name, value in (("model_version", self.model_version), ("priority", self.priority)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise BadRequestError(f"{name} must be a whole number >= 0, got {value!r}")
+        for name in ("timeout_s", "deadline_s", "server_timeout_s"):
             t = getattr(self, name)
             if t is not None and (
                 isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
@@ -115,16 +127,34 @@ class ClientOptions:
             "channel_args": channel_args,
         }
 
+    @property
+    def names(self) -> io_spec.ModelNames:
+        """The served names of the preset behind :attr:`model` (its prefix, if any)."""
+        return io_spec.ModelNames.of_entry_point(self.model)
+
     def call_kwargs(self) -> dict[str, Any]:
         """Per-call keyword arguments of every tritonclient call."""
         return {"headers": self.headers or None, "client_timeout": self.timeout_s}
+
+    def request_kwargs(self) -> dict[str, Any]:
+        """What a segmentation request carries besides its tensors: the version asked for, the
+        priority (Triton's scheduler: 1 is the highest, 0 the model's default) and the server-side
+        timeout (microseconds; past it a queued request is answered UNAVAILABLE instead of run)."""
+        kwargs: dict[str, Any] = {}
+        if self.model_version:
+            kwargs["model_version"] = str(self.model_version)
+        if self.priority:
+            kwargs["priority"] = self.priority
+        if self.server_timeout_s is not None:
+            kwargs["timeout"] = max(1, math.ceil(self.server_timeout_s * 1e6))
+        return kwargs
 
     def infer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the request's
         ``deadline_ms``: ``deadline_s`` (past it the pipeline answers with the map refined so far), else
         the timeout, so an abandoned request stops refining even behind the ensemble (Triton 24.10 does
         not pass a cancelled ensemble request on to its steps)."""
-        kwargs = self.call_kwargs()
+        kwargs = {**self.call_kwargs(), **self.request_kwargs()}
         budgets = [t for t in (self.deadline_s, self.timeout_s) if t is not None]
         if budgets:
             kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(min(budgets) * 1000))}
@@ -180,9 +210,10 @@ def options_doc(indent: str = "            ") -> str:
     return "\n".join(f"{indent}``{o.name}``: {o.help}." for o in request_options.REQUEST_OPTIONS)
 
 
-def prepare_request(image: ImageInput, options: SegmentOptions) -> Request:
-    """Validate ``image`` and build its request (see :func:`magnet_triton.client.request.prepare`)."""
-    return prepare(image, options.overrides, options.transport, options.outputs)
+def prepare_request(image: ImageInput, options: SegmentOptions, names: io_spec.ModelNames) -> Request:
+    """Validate ``image`` and build its request to the preset of ``names`` (see
+    :func:`magnet_triton.client.request.prepare`)."""
+    return prepare(image, options.overrides, options.transport, options.outputs, names)
 
 
 def make_region(request: Request, options: ClientOptions) -> Region | None:

@@ -106,6 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--certificate-chain", type=Path, metavar="PEM", help="client certificate, for mutual TLS"
     )
     group.add_argument(
+        "--model",
+        default="magnet",
+        help="the served entry point: magnet, or PREFIX_magnet where one server serves several presets "
+        "(%(default)s)",
+    )
+    group.add_argument(
+        "--model-version", type=int, default=None, metavar="N", help="the version of that model to call"
+    )
+    group.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="Triton's request priority, 1 the highest (0: the model's default)",
+    )
+    group.add_argument(
+        "--server-timeout-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how long the request may wait in the server's queue before it is answered UNAVAILABLE",
+    )
+    group.add_argument(
         "--header",
         action="append",
         default=[],
@@ -209,6 +231,10 @@ def _client(args: argparse.Namespace) -> Any:
         certificate_chain_path=str(args.certificate_chain) if args.certificate_chain else None,
         headers=headers,
         deadline_s=args.deadline_s,
+        model=args.model,
+        model_version=args.model_version,
+        priority=args.priority,
+        server_timeout_s=args.server_timeout_s,
     )
 
 

@@ -70,6 +70,14 @@ class MagnetClient:
         deadline_s: the pipeline's budget per image, from when it starts the image: past it the
             refinement stops and the map refined so far comes back (:attr:`SegmentResult.scales_done`
             says how far it got). None: ``timeout_s``, so a request this client gave up on stops.
+        model: the served entry point: ``magnet`` (the ensemble), or ``<prefix>_magnet`` where one
+            repository serves several presets. Files and bytes go to it, arrays and shared memory to
+            its pipeline (``<prefix>_magnet_pipeline``), progressive streams to its progressive twin.
+        model_version: the version of that model to call (None: the server's choice).
+        priority: Triton's request priority (1 is the highest; 0: the model's default).
+        server_timeout_s: how long the request may wait in the server's queue before it is answered
+            UNAVAILABLE instead of run (a model whose export allows it; only ever shortens the
+            model's own queue timeout).
 
     Raises:
         BadRequestError: an option is invalid.
@@ -92,6 +100,10 @@ class MagnetClient:
         collect_server_timings: bool = False,
         headers: Mapping[str, str] | None = None,
         deadline_s: float | None = None,
+        model: str = io_spec.ENSEMBLE_MODEL,
+        model_version: int | None = None,
+        priority: int = 0,
+        server_timeout_s: float | None = None,
     ) -> None:
         self.options = make_options(
             url,
@@ -107,6 +119,10 @@ class MagnetClient:
             collect_server_timings=collect_server_timings,
             headers=headers or {},
             deadline_s=deadline_s,
+            model=model,
+            model_version=model_version,
+            priority=priority,
+            server_timeout_s=server_timeout_s,
         )
         self._grpc = deps.grpc()
         self._triton_error = deps.inference_server_exception()
@@ -191,7 +207,7 @@ class MagnetClient:
         Raises:
             the errors of :meth:`segment`.
         """
-        request = prepare_progressive(image, segment_options(**overrides).overrides)
+        request = prepare_progressive(image, segment_options(**overrides).overrides, self.options.names)
         answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
         # A stream of its own: a tritonclient client carries one stream at a time.
         stream = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
@@ -207,6 +223,7 @@ class MagnetClient:
                 outputs=requested_outputs(self._grpc, request),
                 parameters=call.get("parameters"),
                 enable_empty_final_response=True,
+                **self.options.request_kwargs(),
             )
             started = time.perf_counter()
             while not finished:
@@ -345,15 +362,15 @@ class MagnetClient:
 
         def once(attempt: int) -> int:
             config = self._client.get_model_config(
-                io_spec.BACKBONE_MODEL, as_json=True, **self.options.call_kwargs()
+                self.options.names.backbone, as_json=True, **self.options.call_kwargs()
             )
             return num_classes_from_config(config)
 
-        return self._with_retries("reading the model config", io_spec.BACKBONE_MODEL, once)
+        return self._with_retries("reading the model config", self.options.names.backbone, once)
 
     # -- internals ---------------------------------------------------------------------------------
     def _segment(self, image: ImageInput, options: SegmentOptions) -> SegmentResult:
-        request = prepare_request(image, options)
+        request = prepare_request(image, options, self.options.names)
         return self._with_retries(
             f"segment {request.source}", request.model_name, lambda attempt: self._send(request, attempt)
         )

@@ -100,6 +100,7 @@ def prepare(
     overrides: tuple[Tensor, ...],
     transport: Transport,
     outputs: tuple[str, ...] | None = None,
+    names: io_spec.ModelNames = io_spec.DEFAULT_NAMES,
 ) -> Request:
     """Validate ``image`` and build the request with the (already checked) ``overrides``.
 
@@ -115,13 +116,15 @@ def prepare(
         data, source = _encoded(image)
         if transport is Transport.GRPC:
             tensor = Tensor(io_spec.IMAGE_BYTES, np.array([data], dtype=np.object_), "BYTES")
-            return Request(io_spec.ENSEMBLE_MODEL, tensor, overrides, transport, source, outputs)
+            return Request(names.ensemble, tensor, overrides, transport, source, outputs)
         pixels = _decode(data, source)
     tensor = Tensor(io_spec.IMAGE, pixels, "UINT8")
-    return Request(io_spec.PIPELINE_MODEL, tensor, overrides, transport, source, outputs)
+    return Request(names.pipeline, tensor, overrides, transport, source, outputs)
 
 
-def prepare_progressive(image: ImageInput, overrides: tuple[Tensor, ...]) -> Request:
+def prepare_progressive(
+    image: ImageInput, overrides: tuple[Tensor, ...], names: io_spec.ModelNames = io_spec.DEFAULT_NAMES
+) -> Request:
     """The request of a progressive stream: always pixels (files and bytes decoded here), since the
     decoupled ``magnet_pipeline_progressive`` has no decode step in front of it."""
     if isinstance(image, np.ndarray):
@@ -131,7 +134,7 @@ def prepare_progressive(image: ImageInput, overrides: tuple[Tensor, ...]) -> Req
         pixels = _decode(data, source)
     tensor = Tensor(io_spec.IMAGE, pixels, "UINT8")
     outputs = (io_spec.SEGMENTATION, io_spec.SCALES_DONE)
-    return Request(io_spec.PROGRESSIVE_MODEL, tensor, overrides, Transport.GRPC, source, outputs)
+    return Request(names.progressive, tensor, overrides, Transport.GRPC, source, outputs)
 
 
 def check_array(image: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from magnet_triton import io_spec
 from magnet_triton.client.errors import ServerError
+from magnet_triton.errors import MagnetError
 
 # The per-model counters of Triton's statistics extension that a request's timing is made of.
 _STAT_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -128,8 +129,12 @@ STATISTICS_RETRY_DELAYS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 def models_behind(model_name: str) -> tuple[str, ...]:
     """The models that run for one request to ``model_name`` (the ensemble runs its two steps)."""
-    if model_name == io_spec.ENSEMBLE_MODEL:
-        return (io_spec.ENSEMBLE_MODEL, io_spec.DECODE_MODEL, io_spec.PIPELINE_MODEL)
+    try:
+        names = io_spec.ModelNames.of_entry_point(model_name)
+    except MagnetError:
+        return (model_name,)
+    if model_name == names.ensemble:
+        return (names.ensemble, names.decode, names.pipeline)
     return (model_name,)
 
 

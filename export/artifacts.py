@@ -236,7 +236,7 @@ def _export_all_checked(
     context: BuildContext, opset: int, parity_batch: int, parity_fp64: bool
 ) -> tuple[Path, list[Path]]:
     """Every network to ONNX, each checked against PyTorch; a shared refiner is exported once."""
-    from magnet_triton.io_spec import refiner_version
+    from magnet_triton.io_spec import refiner_number
 
     settings, weights, tmp = context.settings, context.weights, context.tmp
     export = {
@@ -253,14 +253,14 @@ def _export_all_checked(
     refiner_rels: list[Path] = []
     done: dict[WeightSource, Path] = {}  # first ONNX exported from each source (shared refiners)
     for i, source in enumerate(weights.refiners):
-        rel = Path(f"onnx/refiner_{refiner_version(i)}.onnx")
+        rel = Path(f"onnx/refiner_{refiner_number(i)}.onnx")
         if source in done:
             context.say(
                 f"refiner {i + 1}/{len(weights.refiners)}: same weights as {done[source].name}, copying"
             )
             shutil.copyfile(tmp / done[source], tmp / rel)
         else:
-            context.parity[f"refiner_{refiner_version(i)}"] = _export_checked(
+            context.parity[f"refiner_{refiner_number(i)}"] = _export_checked(
                 REFINER_NETWORK, source, context.refiner_spec, tmp / rel, **export
             )
             done[source] = rel

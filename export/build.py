@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from magnet_triton.export.artifacts import Progress, build_artifacts
@@ -34,6 +36,7 @@ def export_repository(
     replace: bool = False,
     progress: Progress | None = None,
     calibration_images: Sequence[str | os.PathLike[str]] = (),
+    into: bool = False,
 ) -> Path:
     """Export ``settings``' networks with their weights and write a model repository at ``out``.
 
@@ -49,6 +52,8 @@ def export_repository(
         replace: replace ``out`` when it holds an earlier repository; otherwise it must be new or empty.
         progress: called with one line per step; default: log at INFO.
         calibration_images: image files whose patches calibrate INT8 networks; none: the sample scene.
+        into: ``out`` is an existing repository: add the preset (``options.name_prefix``) beside the
+            others, or, when it is there already, the next version of its networks.
 
     Returns:
         ``out`` as an absolute path.
@@ -60,13 +65,13 @@ def export_repository(
     options = options or RepositoryOptions()
     say = progress or (lambda message: log.info("%s", message))
     out = Path(out).absolute()
-    with staged_output(out, MANIFEST, replace=replace) as staging:
+    with _build_folders(out, replace=replace, into=into) as (output, scratch):
         artifacts = build_artifacts(
             settings,
             backbone_checkpoint=backbone_checkpoint,
             refiner_checkpoints=list(refiner_checkpoints),
             random_seed=random_seed,
-            out_dir=Path(work_dir).absolute() if work_dir else staging.scratch / "artifacts",
+            out_dir=Path(work_dir).absolute() if work_dir else scratch / "artifacts",
             target=options.target,
             engine=options.engine,
             precision=options.precision,
@@ -76,8 +81,8 @@ def export_repository(
         )
         say("writing the model repository")
         backbone_model, refiner_models = artifacts.served_files(options.runtime)
-        write_repository(
-            staging.output,
+        version = write_repository(
+            output,
             settings,
             options,
             backbone_model=backbone_model,
@@ -86,6 +91,31 @@ def export_repository(
                 **artifacts.provenance,
                 "parity": {k: r.to_dict() for k, r in artifacts.parity.items()},
             },
+            into=into,
         )
-    say(f"model repository written: {out}")
+    names = options.names
+    if version > 1:
+        say(
+            f"version {version} of {', '.join(names.networks(settings.n_refiners))} written beside the "
+            f"earlier ones in {out}; a server with explicit model control serves it after loading those "
+            "models again (the pipeline calls the newest unless its network_version is pinned)"
+        )
+    elif into:
+        say(f"{names.ensemble} added to the model repository {out}")
+    else:
+        say(f"model repository written: {out}")
     return out
+
+
+@contextmanager
+def _build_folders(out: Path, *, replace: bool, into: bool) -> Iterator[tuple[Path, Path]]:
+    """The folder to write the repository in and a scratch folder. A new repository is staged whole and
+    renamed into place; ``into`` writes into ``out`` itself (each model is still renamed in whole)."""
+    if not into:
+        with staged_output(out, MANIFEST, replace=replace) as staging:
+            yield staging.output, staging.scratch
+        return
+    with tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.", dir=out.parent if out.parent.is_dir() else None
+    ) as tmp:
+        yield out, Path(tmp)

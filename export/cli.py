@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from magnet_triton.errors import MagnetError
 from magnet_triton.runtimes import RUNTIMES, TARGETS, engine_help
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_settings_arguments(parser)
     add_checkpoint_arguments(parser)
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="model repository to create (must not exist or be empty)"
+        "--out", metavar="DIR", help="model repository to create (must not exist or be empty)"
+    )
+    parser.add_argument(
+        "--into",
+        metavar="REPOSITORY",
+        help="an existing model repository: add this preset beside the ones there (give each its own "
+        "--name-prefix), or, when it is there already, the next version of its networks",
+    )
+    parser.add_argument(
+        "--name-prefix",
+        default="",
+        metavar="NAME",
+        help="serve the models as NAME_magnet, NAME_magnet_pipeline, ... (several presets in one repository); "
+        "default: the plain names",
+    )
+    parser.add_argument(
+        "--network-version",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pin the pipeline to version N of the networks (default: the newest the server has loaded)",
     )
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="the device kind that serves it")
     parser.add_argument(
@@ -138,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
     from magnet_triton.export.build import export_repository
     from magnet_triton.export.repository import RepositoryOptions, default_max_image_pixels
 
+    if (args.out is None) == (args.into is None):
+        raise MagnetError("give one of --out (a new repository) or --into (an existing one)")
     settings = settings_from_args(args)
     options = RepositoryOptions(
+        name_prefix=args.name_prefix,
+        network_version=args.network_version,
         target=args.target,
         engine=args.engine,
         max_batch=args.max_batch,
@@ -170,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         progress(f"using seeded random weights (seed {args.random_weights}): the class maps mean nothing")
     out = export_repository(
         settings,
-        Path(args.out),
+        Path(args.out or args.into),
         backbone_checkpoint=args.backbone,
         refiner_checkpoints=args.refiner,
         random_seed=args.random_weights,
@@ -178,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         progress=progress,
         calibration_images=args.calibration_images,
+        into=args.into is not None,
     )
     print(f"serve it with: magnet-triton serve --model-repository {out}")
     return 0

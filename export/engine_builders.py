@@ -66,7 +66,7 @@ class _TensorRTPlans:
     def build(
         self, context: BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
     ) -> tuple[Path, list[Path]]:
-        from magnet_triton.io_spec import refiner_version
+        from magnet_triton.io_spec import refiner_number
 
         assert backbone_onnx is not None  # needs_onnx
         tmp, parity, say, engine_kwargs = context.tmp, context.parity, context.say, context.engine_kwargs
@@ -77,12 +77,12 @@ class _TensorRTPlans:
         built: dict[Path, Path] = {}
         refiner_engine_rels = []
         for i, onnx_rel in enumerate(refiner_onnx):
-            rel = Path(f"engines/refiner_{refiner_version(i)}.plan")
+            rel = Path(f"engines/refiner_{refiner_number(i)}.plan")
             source_rel = next((o for o in built if _same_file(tmp / o, tmp / onnx_rel)), None)
             if source_rel is not None:
                 _copy_engine(tmp / built[source_rel], tmp / rel)
             else:
-                name = f"refiner_{refiner_version(i)}"
+                name = f"refiner_{refiner_number(i)}"
                 _engine_checked(tmp, onnx_rel, rel, context.refiner_spec, parity, name, say, engine_kwargs)
                 built[onnx_rel] = rel
             refiner_engine_rels.append(rel)
@@ -101,7 +101,7 @@ class _TorchNetworkFiles:
     def build(
         self, context: BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
     ) -> tuple[Path, list[Path]]:
-        from magnet_triton.io_spec import refiner_version
+        from magnet_triton.io_spec import refiner_number
         from magnet_triton.torch_engine import save_network_file
 
         del backbone_onnx, refiner_onnx
@@ -117,7 +117,7 @@ class _TorchNetworkFiles:
         refiner_rels: list[Path] = []
         done: dict[WeightSource, Path] = {}
         for i, source in enumerate(context.weights.refiners):
-            rel = Path(f"torch/refiner_{refiner_version(i)}.pt")
+            rel = Path(f"torch/refiner_{refiner_number(i)}.pt")
             if source in done:
                 shutil.copyfile(tmp / done[source], tmp / rel)
             else:
@@ -145,7 +145,7 @@ class _OpenVINOModels:
         self, context: BuildContext, backbone_onnx: Path | None, refiner_onnx: list[Path]
     ) -> tuple[Path, list[Path]]:
         from magnet_triton import openvino_engine as ovx
-        from magnet_triton.io_spec import refiner_version
+        from magnet_triton.io_spec import refiner_number
         from magnet_triton.networks.registry import network_entry
 
         assert backbone_onnx is not None  # needs_onnx
@@ -181,13 +181,13 @@ class _OpenVINOModels:
         built: dict[Path, Path] = {}
         refiner_rels = []
         for i, onnx_rel in enumerate(refiner_onnx):
-            rel = Path(f"openvino/refiner_{refiner_version(i)}.xml")
+            rel = Path(f"openvino/refiner_{refiner_number(i)}.xml")
             source = next((o for o in built if _same_file(tmp / o, tmp / onnx_rel)), None)
             if source is not None:
                 for suffix in (".xml", ".bin"):
                     shutil.copyfile(tmp / built[source].with_suffix(suffix), tmp / rel.with_suffix(suffix))
             else:
-                convert(f"refiner_{refiner_version(i)}", onnx_rel, rel, refiner_precision)
+                convert(f"refiner_{refiner_number(i)}", onnx_rel, rel, refiner_precision)
                 built[onnx_rel] = rel
             refiner_rels.append(rel)
         return backbone_rel, refiner_rels

@@ -11,15 +11,22 @@ serves ``model.plan`` on the native platform instead of ONNX in a Python runner)
     magnet_decode/{config.pbtxt, 1/model.py}
     magnet_pipeline/{config.pbtxt, 1/model.py}                    (gpu: 1/kernels/)
     magnet_backbone/{config.pbtxt, 1/model.onnx, 1/model.py}
-    magnet_refiner/{config.pbtxt, N/model.onnx, N/model.py}         one version per refiner
+    magnet_refiner_K/{config.pbtxt, 1/model.onnx, 1/model.py}       one model per refiner, K = 1..n
     magnet_repository.json                 what it was built from (random weights or checkpoints)
 
-Every served model is one entry of :data:`SERVED_MODELS`: its config and what its version folders
+Every served model is one entry of :func:`served_models`: its config and what its version folders
 hold. Adding a model is one entry there and its spec in :mod:`magnet_triton.io_spec`.
 
-The refiners of a checkpoint set are *versions* of one model rather than separate models: the pipeline
-addresses them by number, every version shares one config (batching, instances), and a preset with one
-shared refiner (DeepGlobe) is simply a model with one version.
+Each refiner is a model of its own, so that Triton's versions mean what they mean everywhere else: a
+version is one set of weights of one network. ``export --into`` adds version 2 of a preset's networks
+beside version 1 (:func:`add_network_version`), the networks' configs load every version folder, and
+the pipeline calls the newest loaded one unless its ``network_version`` parameter pins one. (One refiner
+model with a refiner-index input would have let the dynamic batcher merge the refiners' batches, but the
+refiners of a scale never run at the same time, and versions would again have meant two things.)
+
+Several presets share one repository under name prefixes (``--name-prefix cityscapes``:
+``cityscapes_magnet``, ...; :class:`~magnet_triton.io_spec.ModelNames`), each with its own manifest
+(``magnet_repository.cityscapes.json``); ``export --into`` adds one without touching the others.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
-from magnet_triton.io_spec import ModelSpec, TensorSpec
+from magnet_triton.io_spec import ModelNames, ModelSpec, TensorSpec
 from magnet_triton.runtimes import KERNEL_DIR, RUNTIMES, TARGETS, Runtime, get_runtime
 from magnet_triton.settings import Settings
 
@@ -47,7 +54,12 @@ __all__ = [
     "QUEUE_PER_PIPELINE_INSTANCE",
     "TARGETS",
     "RepositoryOptions",
+    "add_network_version",
+    "manifest_path",
     "model_configs",
+    "read_manifest",
+    "read_manifests",
+    "served_models",
     "write_repository",
 ]
 
@@ -107,6 +119,9 @@ class RepositoryOptions:
         cuda_graphs: the ``torch`` engine on a GPU replays one CUDA graph per batch size.
         progressive: also serve ``magnet_pipeline_progressive``, the decoupled pipeline that streams a
             class map per stage (one instance: streams are for interactive use).
+        name_prefix: served names ``<prefix>_magnet``, ... (several presets in one repository); "": the
+            plain names.
+        network_version: the networks' version the pipeline calls; 0: the newest loaded one.
     """
 
     target: str = "cpu"
@@ -128,10 +143,13 @@ class RepositoryOptions:
     precision: str = "fp32"
     cuda_graphs: bool = False
     progressive: bool = False
+    name_prefix: str = ""
+    network_version: int = 0
     extra_parameters: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         runtime = get_runtime(self.target, self.engine)  # an unknown target or engine fails here
+        ModelNames(self.name_prefix)  # a prefix that would make ambiguous names fails here
         if self.precision not in runtime.precisions:
             raise MagnetError(
                 f"{runtime.name} runs {list(runtime.precisions)} networks, not {self.precision!r}; "
@@ -149,6 +167,7 @@ class RepositoryOptions:
             "max_patches_per_request",
             "max_points_per_request",
             "queue_timeout_ms",
+            "network_version",
         ):
             if int(getattr(self, name)) < 0:
                 raise MagnetError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -167,6 +186,11 @@ class RepositoryOptions:
         """The runtime the network models use."""
         return get_runtime(self.target, self.engine)
 
+    @property
+    def names(self) -> ModelNames:
+        """The served names of this repository's models."""
+        return ModelNames(self.name_prefix)
+
 
 # ---------------------------------------------------------------------- config dicts
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
@@ -176,9 +200,9 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
     return entry
 
 
-def _io(spec: ModelSpec) -> dict[str, Any]:
+def _io(spec: ModelSpec, name: str) -> dict[str, Any]:
     return {
-        "name": spec.name,
+        "name": name,
         "max_batch_size": spec.max_batch_size,
         "input": [_tensor(t) for t in spec.inputs],
         "output": [_tensor(t) for t in spec.outputs],
@@ -197,8 +221,8 @@ def _preferred_batches(max_batch: int) -> list[int]:
     return sizes or [max_batch]
 
 
-def _network_config(spec: ModelSpec, options: RepositoryOptions, versions: int) -> dict[str, Any]:
-    config = _io(spec)
+def _network_config(spec: ModelSpec, name: str, options: RepositoryOptions) -> dict[str, Any]:
+    config = _io(spec, name)
     runtime = options.runtime
     if runtime.platform is not None:
         config["platform"] = runtime.platform
@@ -208,8 +232,9 @@ def _network_config(spec: ModelSpec, options: RepositoryOptions, versions: int) 
         if runtime.backend is not None:
             config["default_model_filename"] = runtime.model_file
         config["parameters"] = _parameters(runtime.network_parameters(options))
-    if versions > 1:
-        config["version_policy"] = {"all": {}}
+    # Every version folder is served: version 2 rolls out beside version 1 (export --into), and a
+    # pipeline pinned to version 1 keeps working; a version goes when its folder is deleted.
+    config["version_policy"] = {"all": {}}
     config["dynamic_batching"] = {
         "preferred_batch_size": _preferred_batches(spec.max_batch_size),
         "max_queue_delay_microseconds": options.max_queue_delay_us,
@@ -253,7 +278,7 @@ def _pipeline_batching(options: RepositoryOptions) -> dict[str, Any]:
 
 
 def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
-    config = _io(io_spec.pipeline_spec(settings))
+    config = _io(io_spec.pipeline_spec(settings), options.names.pipeline)
     config["backend"] = "python"
     device_kind = options.runtime.device_kind
     config["instance_group"] = [{"count": options.pipeline_instances, "kind": device_kind.instance_kind}]
@@ -265,6 +290,8 @@ def _pipeline_config(settings: Settings, options: RepositoryOptions) -> dict[str
         "max_points_per_request": options.max_points_per_request,
         "bls_max_batch": options.max_batch,
         "torch_threads": options.pipeline_threads,
+        "name_prefix": options.name_prefix,
+        "network_version": options.network_version or "latest",
         **options.extra_parameters,
         **device_kind.pipeline_parameters,
     }
@@ -279,7 +306,7 @@ PROGRESSIVE_INSTANCES = 1
 def _progressive_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
     """The pipeline's config, decoupled: its parameters and queue, its own inputs and outputs."""
     config = _pipeline_config(settings, options)
-    io = _io(io_spec.progressive_spec(settings))
+    io = _io(io_spec.progressive_spec(settings), options.names.progressive)
     config.update({key: io[key] for key in ("name", "input", "output")})
     config["instance_group"][0]["count"] = PROGRESSIVE_INSTANCES
     config["model_transaction_policy"] = {"decoupled": True}
@@ -288,7 +315,7 @@ def _progressive_config(settings: Settings, options: RepositoryOptions) -> dict[
 
 def _decode_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
     del settings  # decoding is the same for every preset and target
-    config = _io(io_spec.decode_spec())
+    config = _io(io_spec.decode_spec(), options.names.decode)
     config["backend"] = "python"
     # The pipeline's limit, checked on the declared size before any pixel is decoded.
     config["parameters"] = _parameters({"max_image_pixels": options.max_image_pixels})
@@ -297,10 +324,10 @@ def _decode_config(settings: Settings, options: RepositoryOptions) -> dict[str, 
 
 
 def _ensemble_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
-    del options
+    names = options.names
     spec = io_spec.ensemble_spec(settings)
     pipeline = io_spec.pipeline_spec(settings)
-    config = _io(spec)
+    config = _io(spec, names.ensemble)
     config["platform"] = "ensemble"
     decoded = "decoded_image"
     pipeline_inputs = [{"key": io_spec.IMAGE, "value": decoded}] + [
@@ -309,13 +336,13 @@ def _ensemble_config(settings: Settings, options: RepositoryOptions) -> dict[str
     config["ensemble_scheduling"] = {
         "step": [
             {
-                "model_name": io_spec.DECODE_MODEL,
+                "model_name": names.decode,
                 "model_version": -1,
                 "input_map": [{"key": io_spec.IMAGE_BYTES, "value": io_spec.IMAGE_BYTES}],
                 "output_map": [{"key": io_spec.IMAGE, "value": decoded}],
             },
             {
-                "model_name": io_spec.PIPELINE_MODEL,
+                "model_name": names.pipeline,
                 "model_version": -1,
                 "input_map": pipeline_inputs,
                 "output_map": [{"key": t.name, "value": t.name} for t in pipeline.outputs],
@@ -326,17 +353,21 @@ def _ensemble_config(settings: Settings, options: RepositoryOptions) -> dict[str
 
 
 def _backbone_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
-    return _network_config(io_spec.backbone_spec(settings, options.max_batch), options, 1)
+    spec = io_spec.backbone_spec(settings, options.max_batch)
+    return _network_config(spec, options.names.backbone, options)
 
 
-def _refiner_config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
-    spec = io_spec.refiner_spec(settings, options.max_batch)
-    return _network_config(spec, options, settings.n_refiners)
+def _refiner_config(index: int) -> Callable[[Settings, RepositoryOptions], dict[str, Any]]:
+    def config(settings: Settings, options: RepositoryOptions) -> dict[str, Any]:
+        spec = io_spec.refiner_spec(settings, options.max_batch)
+        return _network_config(spec, options.names.refiner(index), options)
+
+    return config
 
 
 def model_configs(settings: Settings, options: RepositoryOptions) -> dict[str, dict[str, Any]]:
     """Every model's config as a plain dict, keyed by model name."""
-    return {model.name: model.config(settings, options) for model in SERVED_MODELS if model.included(options)}
+    return {model.name: model.config(settings, options) for model in served_models(settings, options)}
 
 
 # ---------------------------------------------------------------------- protobuf text
@@ -383,8 +414,9 @@ class _Content:
 
     settings: Settings
     options: RepositoryOptions
-    network_files: dict[str, list[Path]]  # network model name -> one file per version
+    network_files: dict[str, Path]  # network model name -> its file (of the runtime's kind)
     notes: dict[str, Any]  # filled in while writing; goes into the manifest's provenance
+    version: int = 1  # the version folder the networks' files go into
 
 
 def _shim(path: Path, module: str) -> None:
@@ -392,19 +424,24 @@ def _shim(path: Path, module: str) -> None:
     path.write_text(_SHIM.format(module=module))
 
 
-def _network_versions(model_dir: Path, content: _Content) -> None:
-    """One version folder per file: the runtime's model file, and its runner's shim when it has one."""
+def _network_version(model_dir: Path, content: _Content) -> None:
+    """The version folder of a network: the runtime's model file, and its runner's shim when it has one.
+
+    Written under a hidden name and renamed at the end, so a server polling the repository never sees
+    half a version (Triton loads only folders named by a number).
+    """
     runtime = content.options.runtime
-    for version, source in enumerate(content.network_files[model_dir.name], start=1):
-        version_dir = model_dir / str(version)
-        version_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, version_dir / runtime.model_file)
-        for suffix in runtime.companion_suffixes:
-            shutil.copyfile(
-                source.with_suffix(suffix), (version_dir / runtime.model_file).with_suffix(suffix)
-            )
-        if runtime.runner is not None:
-            _shim(version_dir / "model.py", runtime.runner)
+    source = content.network_files[model_dir.name]
+    version_dir = model_dir / str(content.version)
+    partial = model_dir / f".partial-{content.version}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copyfile(source, partial / runtime.model_file)
+    for suffix in runtime.companion_suffixes:
+        shutil.copyfile(source.with_suffix(suffix), (partial / runtime.model_file).with_suffix(suffix))
+    if runtime.runner is not None:
+        _shim(partial / "model.py", runtime.runner)
+    partial.rename(version_dir)
 
 
 def _python_model(module: str, *, kernels: bool = False) -> Callable[[Path, _Content], None]:
@@ -434,26 +471,32 @@ class ServedModel:
     included: Callable[[RepositoryOptions], bool] = lambda options: True
 
 
-#: Every model of the repository, in the order configs are listed.
-SERVED_MODELS: tuple[ServedModel, ...] = (
-    ServedModel(io_spec.BACKBONE_MODEL, _backbone_config, _network_versions),
-    ServedModel(io_spec.REFINER_MODEL, _refiner_config, _network_versions),
-    ServedModel(
-        io_spec.PIPELINE_MODEL,
-        _pipeline_config,
-        _python_model("magnet_triton.model_repository.pipeline_model", kernels=True),
-    ),
-    ServedModel(
-        io_spec.DECODE_MODEL, _decode_config, _python_model("magnet_triton.model_repository.decode_model")
-    ),
-    ServedModel(io_spec.ENSEMBLE_MODEL, _ensemble_config, _empty_version),
-    ServedModel(
-        io_spec.PROGRESSIVE_MODEL,
-        _progressive_config,
-        _python_model("magnet_triton.model_repository.progressive_model", kernels=True),
-        included=lambda options: options.progressive,
-    ),
-)
+def served_models(settings: Settings, options: RepositoryOptions) -> list[ServedModel]:
+    """Every model of a repository with these settings and options, in the order configs are listed."""
+    names = options.names
+    networks = [ServedModel(names.backbone, _backbone_config, _network_version)] + [
+        ServedModel(names.refiner(i), _refiner_config(i), _network_version)
+        for i in range(settings.n_refiners)
+    ]
+    models = [
+        *networks,
+        ServedModel(
+            names.pipeline,
+            _pipeline_config,
+            _python_model("magnet_triton.model_repository.pipeline_model", kernels=True),
+        ),
+        ServedModel(
+            names.decode, _decode_config, _python_model("magnet_triton.model_repository.decode_model")
+        ),
+        ServedModel(names.ensemble, _ensemble_config, _empty_version),
+        ServedModel(
+            names.progressive,
+            _progressive_config,
+            _python_model("magnet_triton.model_repository.progressive_model", kernels=True),
+            included=lambda options: options.progressive,
+        ),
+    ]
+    return [model for model in models if model.included(options)]
 
 
 def _compile_kernels(kernel_dir: Path) -> str:
@@ -472,6 +515,13 @@ def _compile_kernels(kernel_dir: Path) -> str:
     return str(manifest.relative_to(kernel_dir.parent.parent.parent))
 
 
+def manifest_path(repository: Path, prefix: str = "") -> Path:
+    """Where the manifest of the preset served under ``prefix`` lives (``magnet_repository.json`` for the
+    plain names, ``magnet_repository.<prefix>.json`` beside it for a prefixed preset)."""
+    name = MANIFEST if not prefix else MANIFEST.replace(".json", f".{prefix}.json")
+    return Path(repository) / name
+
+
 def write_repository(
     out_dir: Path,
     settings: Settings,
@@ -480,35 +530,59 @@ def write_repository(
     backbone_model: Path,
     refiner_models: Sequence[Path],
     provenance: dict[str, Any],
-) -> Path:
-    """Write the model repository into ``out_dir`` (which must be new or empty).
+    into: bool = False,
+) -> int:
+    """Write a preset's models into ``out_dir``.
+
+    Without ``into``, ``out_dir`` must be new or empty. With ``into``, it is an existing repository:
+    a preset not in it yet (by its names, ``options.name_prefix``) is added beside the others, which are
+    left as they are; a preset already there gets the next version of its networks
+    (:func:`add_network_version`).
 
     Args:
         backbone_model: the backbone's file of the runtime's kind (``Runtime.artifact``: an ONNX file
             for ``cpu/onnxruntime``, a TensorRT plan for ``gpu/tensorrt``).
-        refiner_models: one such file per refiner, in refiner order (versions 1..n).
-        provenance: what the networks were built from; stored in ``magnet_repository.json``.
+        refiner_models: one such file per refiner, in refiner order.
+        provenance: what the networks were built from; stored in the preset's manifest.
+
+    Returns:
+        The version of the networks written (1 for a new preset).
     """
     if len(refiner_models) != settings.n_refiners:
         raise MagnetError(f"{len(refiner_models)} refiner models for {settings.n_refiners} refiners")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    names = options.names
+    files = dict(zip(names.networks(settings.n_refiners), map(Path, [backbone_model, *refiner_models])))
+    if into:
+        if not out_dir.is_dir():
+            raise MagnetError(
+                f"--into {out_dir}: no such model repository (export without --into to create one)"
+            )
+        if (out_dir / names.pipeline).exists():
+            return add_network_version(out_dir, settings, options, files, provenance)
+    elif out_dir.exists() and any(out_dir.iterdir()):
         raise MagnetError(f"{out_dir} is not empty; choose a new folder for the model repository")
-    content = _Content(
-        settings,
-        options,
-        network_files={
-            io_spec.BACKBONE_MODEL: [Path(backbone_model)],
-            io_spec.REFINER_MODEL: list(refiner_models),
-        },
-        notes={},
-    )
+    models = served_models(settings, options)
+    taken = [m.name for m in models if (out_dir / m.name).exists()]
+    if taken:
+        raise MagnetError(
+            f"{out_dir} already has {', '.join(taken)} but not {names.pipeline}: not a repository this "
+            "export can add to; choose another --name-prefix"
+        )
+    content = _Content(settings, options, network_files=files, notes={})
+    # Models are written in a hidden folder beside the repository and renamed in, each whole, so a
+    # server polling the repository never loads half a model.
+    staging = out_dir.parent / f".{out_dir.name}.adding-{names.ensemble}"
     try:
-        for model in (m for m in SERVED_MODELS if m.included(options)):
-            model_dir = out_dir / model.name
-            model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        for model in models:
+            model_dir = staging / model.name
+            model_dir.mkdir(parents=True)
             (model_dir / "config.pbtxt").write_text(to_pbtxt(model.config(settings, options)))
             model.write(model_dir, content)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for model in models:
+            (staging / model.name).rename(out_dir / model.name)
         manifest = {
             "target": options.target,
             "runtime": options.runtime.name,
@@ -516,20 +590,83 @@ def write_repository(
             "options": {k: v for k, v in options.__dict__.items()},
             "provenance": {**provenance, **content.notes},
         }
-        (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _write_manifest(out_dir, options.name_prefix, manifest)
     except OSError as e:
         raise MagnetError(f"cannot write the model repository in {out_dir}: {e}") from e
-    return out_dir
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return 1
 
 
-def read_manifest(repository: Path) -> dict[str, Any]:
-    """The ``magnet_repository.json`` of a repository written by :func:`write_repository`."""
-    path = Path(repository) / MANIFEST
+def _write_manifest(repository: Path, prefix: str, manifest: dict[str, Any]) -> None:
+    path = manifest_path(repository, prefix)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    partial.replace(path)
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return sorted(int(d.name) for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit())
+
+
+def add_network_version(
+    repository: Path,
+    settings: Settings,
+    options: RepositoryOptions,
+    files: dict[str, Path],
+    provenance: dict[str, Any],
+) -> int:
+    """Add the next version of every network of a preset already in ``repository``; return its number.
+
+    The configs are left as they are (they serve every version folder), so a running server with
+    explicit model control serves the new version after a reload of the networks, and a pipeline
+    pinned to an older version keeps calling that one. The new networks must fit the pipeline already
+    there: same preset settings, runtime and precision.
+    """
+    names = options.names
+    manifest = read_manifest(repository, options.name_prefix)
+    served = (manifest.get("settings"), manifest.get("runtime"), manifest.get("options", {}).get("precision"))
+    asked = (settings.to_dict(), options.runtime.name, options.precision)
+    if served != asked:
+        raise MagnetError(
+            f"{names.pipeline} in {repository} serves preset {served[0]['name']!r} on {served[1]} in "
+            f"{served[2]}; a new version of its networks must be the same preset, settings, runtime and "
+            f"precision (got {settings.name!r} on {asked[1]} in {asked[2]}); to serve another beside it, "
+            "export with --name-prefix"
+        )
+    existing = {name: _versions(repository / name) for name in files}
+    version = max((v for vs in existing.values() for v in vs), default=0) + 1
+    content = _Content(settings, options, network_files=files, notes={}, version=version)
+    try:
+        for name in files:
+            _network_version(repository / name, content)
+        manifest.setdefault("network_versions", {})[str(version)] = provenance
+        _write_manifest(repository, options.name_prefix, manifest)
+    except OSError as e:
+        raise MagnetError(f"cannot add version {version} to {repository}: {e}") from e
+    log.info("version %d of %s written", version, ", ".join(files))
+    return version
+
+
+def read_manifest(repository: Path, prefix: str = "") -> dict[str, Any]:
+    """The manifest of the preset served under ``prefix`` in a repository written by
+    :func:`write_repository`."""
+    path = manifest_path(repository, prefix)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise MagnetError(
-            f"{repository} has no {MANIFEST}: was it written by magnet-triton export?"
+            f"{repository} has no {path.name}: was it written by magnet-triton export?"
         ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise MagnetError(f"cannot read {path}: {e}") from e
+
+
+def read_manifests(repository: Path) -> dict[str, dict[str, Any]]:
+    """Every preset's manifest in ``repository``, keyed by name prefix ("" for the plain names); empty
+    when it was not written by magnet-triton export."""
+    found = {}
+    for path in sorted(Path(repository).glob(MANIFEST.replace(".json", "*.json"))):
+        prefix = path.name.removeprefix(MANIFEST.removesuffix(".json")).removesuffix(".json").lstrip(".")
+        found[prefix] = read_manifest(repository, prefix)
+    return found

@@ -12,6 +12,7 @@ whose size is only known per request (the image height and width).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,95 @@ DECODE_MODEL = "magnet_decode"
 ENSEMBLE_MODEL = "magnet"
 #: The decoupled pipeline (``export --progressive``): one response per stage over a gRPC stream.
 PROGRESSIVE_MODEL = "magnet_pipeline_progressive"
+
+_PREFIX_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """The served names of one preset's models: the names above, behind ``<prefix>_`` when a repository
+    holds several presets (``--name-prefix cityscapes``: ``cityscapes_magnet``, ``cityscapes_magnet_pipeline``).
+
+    Each refiner is a model of its own, ``<prefix>_magnet_refiner_<k>`` (k = 1..n), so that its Triton
+    versions are versions of *that* network (version 2 is new weights, rolled out beside version 1) and
+    not an index into the checkpoint set. The prefix has no ``_`` of its own, so a served name reads back
+    to one prefix.
+    """
+
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix and not _PREFIX_PATTERN.fullmatch(self.prefix):
+            raise MagnetError(
+                f"name prefix {self.prefix!r}: use lower-case letters, digits and '-' (no '_'), "
+                "starting with a letter or digit"
+            )
+
+    def _named(self, base: str) -> str:
+        return f"{self.prefix}_{base}" if self.prefix else base
+
+    @property
+    def ensemble(self) -> str:
+        return self._named(ENSEMBLE_MODEL)
+
+    @property
+    def pipeline(self) -> str:
+        return self._named(PIPELINE_MODEL)
+
+    @property
+    def progressive(self) -> str:
+        return self._named(PROGRESSIVE_MODEL)
+
+    @property
+    def decode(self) -> str:
+        return self._named(DECODE_MODEL)
+
+    @property
+    def backbone(self) -> str:
+        return self._named(BACKBONE_MODEL)
+
+    def refiner(self, refiner_index: int) -> str:
+        """The model of the refiner with 0-based ``refiner_index``."""
+        if refiner_index < 0:
+            raise MagnetError(f"refiner index must be >= 0, got {refiner_index}")
+        return f"{self._named(REFINER_MODEL)}_{refiner_number(refiner_index)}"
+
+    def refiners(self, n_refiners: int) -> list[str]:
+        return [self.refiner(i) for i in range(n_refiners)]
+
+    def networks(self, n_refiners: int) -> list[str]:
+        """The network models: the backbone, then the refiners in order."""
+        return [self.backbone, *self.refiners(n_refiners)]
+
+    @classmethod
+    def of_entry_point(cls, model: str) -> ModelNames:
+        """The names of the preset whose ensemble, pipeline or progressive pipeline is ``model``.
+
+        Raises:
+            MagnetError: ``model`` is none of those names.
+        """
+        for base in (ENSEMBLE_MODEL, PIPELINE_MODEL, PROGRESSIVE_MODEL):
+            if model == base:
+                return cls()
+            if model.endswith("_" + base):
+                prefix = model[: -len(base) - 1]
+                if _PREFIX_PATTERN.fullmatch(prefix):
+                    return cls(prefix)
+        raise MagnetError(
+            f"model {model!r} is not a MagNet entry point: expected {ENSEMBLE_MODEL!r}, {PIPELINE_MODEL!r} "
+            f"or one of them behind a preset prefix (e.g. 'cityscapes_{ENSEMBLE_MODEL}')"
+        )
+
+
+#: The names of a single-preset repository.
+DEFAULT_NAMES = ModelNames()
+
+
+def is_network_model(model: str) -> bool:
+    """Whether ``model`` is a backbone or refiner model (any prefix): the models whose time is network
+    time, not the pipeline's own."""
+    return model.endswith("_" + BACKBONE_MODEL) or model == BACKBONE_MODEL or f"{REFINER_MODEL}_" in model
+
 
 # ---------------------------------------------------------------------- tensor names
 PATCHES = "PATCHES"
@@ -235,7 +325,7 @@ def backbone_spec(settings: Settings, max_batch_size: int) -> ModelSpec:
 def refiner_spec(settings: Settings, max_batch_size: int) -> ModelSpec:
     """The refiner: fine then coarse probabilities in, merged probabilities out.
 
-    Every refiner of a checkpoint set is a version of this one model: see :func:`refiner_version`.
+    Every refiner of a checkpoint set is a model of its own (:meth:`ModelNames.refiner`) with this spec.
     """
     c = settings.num_classes
     return ModelSpec(
@@ -257,8 +347,9 @@ def refiner_spec(settings: Settings, max_batch_size: int) -> ModelSpec:
     )
 
 
-def refiner_version(refiner_index: int) -> int:
-    """Triton version of the refiner with 0-based ``refiner_index`` (versions start at 1)."""
+def refiner_number(refiner_index: int) -> int:
+    """The 1-based number of the refiner with 0-based ``refiner_index``: in its model's name
+    (``magnet_refiner_<number>``) and its exported files (``refiner_<number>.onnx``)."""
     return int(refiner_index) + 1
 
 

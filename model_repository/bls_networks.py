@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from magnet_triton import io_spec
-from magnet_triton.errors import MagnetError, ServiceUnavailable
+from magnet_triton.errors import ServiceUnavailable
 from magnet_triton.model_repository.tensors import from_triton, to_triton
 
 
@@ -45,13 +45,28 @@ async def _exec_all(requests: list[Any]) -> list[Any]:
 
 
 class BLSNetworks:
-    """Backbone and refiner as BLS calls to ``magnet_backbone`` and ``magnet_refiner`` (version = index + 1)."""
+    """Backbone and refiners as BLS calls to their models (``names.backbone``, ``names.refiner(i)``).
 
-    def __init__(self, pb_utils: Any, *, device: torch.device, max_batch: int, timeout_ms: int = 0) -> None:
+    ``version``: the network version every call asks for; -1 lets Triton pick the newest version it has
+    loaded (the networks' configs load every version folder), a number pins that version.
+    """
+
+    def __init__(
+        self,
+        pb_utils: Any,
+        *,
+        device: torch.device,
+        max_batch: int,
+        timeout_ms: int = 0,
+        names: io_spec.ModelNames = io_spec.DEFAULT_NAMES,
+        version: int = -1,
+    ) -> None:
         self.pb_utils = pb_utils
         self.device = device
         self.max_batch = max_batch
         self.timeout_ms = timeout_ms
+        self.names = names
+        self.version = version
         self.calls = 0
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -69,7 +84,8 @@ class BLSNetworks:
         if response.has_error():
             error = response.error()
             kind = NetworkUnavailable if _is_down(error) else NetworkCallError
-            raise kind(f"{model} (version {version}) failed: {error.message()}")
+            which = "newest version" if version < 0 else f"version {version}"
+            raise kind(f"{model} ({which}) failed: {error.message()}")
         tensor = self.pb_utils.get_output_tensor_by_name(response, io_spec.PROBABILITIES)
         if tensor is None:
             raise NetworkCallError(f"{model} returned no {io_spec.PROBABILITIES}")
@@ -94,11 +110,9 @@ class BLSNetworks:
 
     def backbone(self, patches: torch.Tensor) -> torch.Tensor:
         """B x 3 x h x w float32 -> B x C x h x w float32 probabilities."""
-        return self._call(io_spec.BACKBONE_MODEL, -1, io_spec.PATCHES, patches)
+        return self._call(self.names.backbone, self.version, io_spec.PATCHES, patches)
 
     def refiner(self, index: int, fine_and_coarse: torch.Tensor) -> torch.Tensor:
         """B x 2C x h x w float32 -> B x C x h x w float32 probabilities, refiner ``index``."""
-        if index < 0:
-            raise MagnetError(f"refiner index must be >= 0, got {index}")
-        version = io_spec.refiner_version(index)
-        return self._call(io_spec.REFINER_MODEL, version, io_spec.FINE_AND_COARSE, fine_and_coarse)
+        model = self.names.refiner(index)  # a negative index fails here
+        return self._call(model, self.version, io_spec.FINE_AND_COARSE, fine_and_coarse)

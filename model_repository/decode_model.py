@@ -23,6 +23,7 @@ class TritonPythonModel:
         self.pb_utils = pb_utils
         params = model_parameters(args)
         self.max_image_pixels = int(params.get("max_image_pixels", MAX_DECODE_PIXELS))
+        self.model_name = args.get("model_name", io_spec.DECODE_MODEL)  # a preset prefix included
 
     def _decode(self, request: Any) -> Any:
         pb = self.pb_utils
@@ -31,9 +32,7 @@ class TritonPythonModel:
         check_request_parameters(json.loads(request.parameters() or "{}"))
         tensor = pb.get_input_tensor_by_name(request, io_spec.IMAGE_BYTES)
         if tensor is None:
-            raise MagnetError(
-                f"{io_spec.DECODE_MODEL} needs the {io_spec.IMAGE_BYTES} input (one encoded image)"
-            )
+            raise MagnetError(f"{self.model_name} needs the {io_spec.IMAGE_BYTES} input (one encoded image)")
         data = tensor.as_numpy()
         if data.size != 1:
             raise MagnetError(f"{io_spec.IMAGE_BYTES} must hold one encoded image, got {data.size} elements")
@@ -46,4 +45,4 @@ class TritonPythonModel:
         return pb.InferenceResponse(output_tensors=[pb.Tensor(io_spec.IMAGE, image)])
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return respond_to_each(requests, self._decode, self.pb_utils, io_spec.DECODE_MODEL, log)
+        return respond_to_each(requests, self._decode, self.pb_utils, self.model_name, log)

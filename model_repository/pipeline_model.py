@@ -40,7 +40,7 @@ def check_image_size(image: np.ndarray, max_pixels: int) -> None:
     if height * width > max_pixels:
         raise ImageTooLarge(
             f"the image is {width}x{height} = {width * height} pixels, over this server's limit of "
-            f"{max_pixels} (parameter max_image_pixels of {io_spec.PIPELINE_MODEL}); send a smaller image"
+            f"{max_pixels} (the pipeline's parameter max_image_pixels); send a smaller image"
         )
 
 
@@ -54,7 +54,7 @@ def check_work(settings: Settings, max_patches: int, max_points: int) -> None:
         if cap and wanted > cap:
             raise OverWorkCap(
                 f"this request would refine {wanted} {what}, over this server's cap of {cap} "
-                f"(parameter {parameter} of {io_spec.PIPELINE_MODEL}); ask for fewer (n_patches, n_points) "
+                f"(the pipeline's parameter {parameter}); ask for fewer (n_patches, n_points) "
                 "or mode magnet-fast"
             )
 
@@ -101,6 +101,19 @@ def stop_conditions(
     return cancelled, lambda: time.monotonic() > deadline
 
 
+def network_version(params: dict[str, str]) -> int:
+    """The ``network_version`` parameter as a BLS ``model_version``: ``latest`` (the default) is -1,
+    Triton's newest loaded version; a number pins that version of every network."""
+    value = params.get("network_version", "latest").strip().lower()
+    if value == "latest":
+        return -1
+    if not value.isdigit() or int(value) < 1:
+        raise MagnetError(
+            f"parameter network_version must be 'latest' or a version number >= 1, got {value!r}"
+        )
+    return int(value)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         import triton_python_backend_utils as pb_utils
@@ -119,22 +132,30 @@ class TritonPythonModel:
         if kernel_dir:
             kernel_dir = os.path.join(args["model_repository"], args["model_version"], kernel_dir)
         self.steps = steps_for_device(self.device, kernel_dir=kernel_dir)
+        # Named in messages and error responses (the progressive twin has its own name).
+        self.model_name = args.get("model_name", self.model_name)
         self.networks = BLSNetworks(
-            pb_utils, device=self.device, max_batch=int(params.get("bls_max_batch", "8"))
+            pb_utils,
+            device=self.device,
+            max_batch=int(params.get("bls_max_batch", "8")),
+            names=io_spec.ModelNames(params.get("name_prefix", "")),
+            version=network_version(params),
         )
         torch.set_num_threads(int(params.get("torch_threads", "0")) or len(os.sched_getaffinity(0)))
         # Triton's own counters call every answered request a success; these say how it was answered.
         self.metrics = PipelineMetrics.create(pb_utils)
         self.work = PipelineWork.create(pb_utils, self.settings.num_scales - 1)
         log.info(
-            "magnet_pipeline ready: preset %s on %s, steps %s, %d torch threads",
+            "%s ready: preset %s on %s, steps %s, %d torch threads, networks at %s",
+            self.model_name,
             self.settings.name,
             self.device,
             self.steps,
             torch.get_num_threads(),
+            "their newest version" if self.networks.version < 0 else f"version {self.networks.version}",
         )
 
-    #: Named in messages and error responses; the progressive twin says its own name.
+    #: Named in messages before initialize has read the served name.
     model_name = io_spec.PIPELINE_MODEL
 
     def _segment(self, request: Any, on_stage: Callable[[int, np.ndarray], None] | None = None) -> Any:

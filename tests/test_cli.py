@@ -96,7 +96,7 @@ def test_export_writes_a_complete_repository(tmp_path):
         )
         == 0
     )
-    for model in ("magnet", "magnet_decode", "magnet_pipeline", "magnet_backbone", "magnet_refiner"):
+    for model in ("magnet", "magnet_decode", "magnet_pipeline", "magnet_backbone", "magnet_refiner_1"):
         config = text_format.Parse((out / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert config.name == model
     policy = text_format.Parse(
@@ -104,7 +104,7 @@ def test_export_writes_a_complete_repository(tmp_path):
     ).dynamic_batching.default_queue_policy
     assert (policy.max_queue_size, policy.default_timeout_microseconds) == (3, 1_500_000)
     assert (out / "magnet_backbone" / "1" / "model.onnx").stat().st_size > 1_000_000
-    assert (out / "magnet_refiner" / "1" / "model.onnx").exists()
+    assert (out / "magnet_refiner_1" / "1" / "model.onnx").exists()
     manifest = read_manifest(out)
     networks = manifest["provenance"]["networks"]
     assert networks["backbone"] == {"seed": 3, "weights": "random"}
@@ -152,7 +152,8 @@ def test_export_with_the_torch_engine_writes_network_files_and_no_onnx(tmp_path,
     assert read_manifest(out)["runtime"] == "cpu/torch"
     name, num_classes, _ = load_network_file(out / "magnet_backbone" / "1" / "model.pt")
     assert (name, num_classes) == ("hrnet18+ocr", 19)
-    assert sorted(p.name for p in (out / "magnet_refiner").iterdir()) == ["1", "2", "3", "config.pbtxt"]
+    for k in (1, 2, 3):
+        assert sorted(p.name for p in (out / f"magnet_refiner_{k}").iterdir()) == ["1", "config.pbtxt"]
     assert not list(out.rglob("*.onnx"))
 
 

@@ -574,7 +574,7 @@ def test_health_lists_every_model_and_version(client):
     health = client.health()
     assert health["live"] and health["ready"] and health["server"]["version"]
     assert health["models"][io_spec.ENSEMBLE_MODEL]["ready"]
-    assert health["models"][io_spec.REFINER_MODEL]["versions"] == {"1": "READY", "2": "READY"}
+    assert health["models"][io_spec.DEFAULT_NAMES.refiner(1)]["versions"] == {"1": "READY"}
     assert client.num_classes() == 5
 
 
@@ -643,7 +643,7 @@ def test_cli_a_file_declaring_a_huge_image_exits_1_without_a_traceback(server, t
 def test_cli_health_prints_readiness_and_versions(server, capsys):
     assert cli.main(["health", "--url", server.grpc_url]) == cli.EXIT_OK
     out = capsys.readouterr().out
-    assert "ready: yes" in out and "2.51" in out and "magnet_refiner" in out and "v2 READY" in out
+    assert "ready: yes" in out and "2.51" in out and "magnet_refiner_2" in out and "v1 READY" in out
 
 
 def test_every_client_error_has_an_exit_code():
@@ -690,3 +690,22 @@ def test_a_deadline_shorter_than_the_timeout_is_the_budget_sent_and_a_bad_one_is
     for bad in (0, -1.0, float("nan"), True):
         with pytest.raises(BadRequestError, match="deadline_s must be a number of seconds > 0"):
             ClientOptions("h:1", 300.0, RetryPolicy(retries=0), deadline_s=bad)
+
+
+def test_the_client_addresses_the_preset_behind_its_model_and_sends_version_priority_and_queue_timeout():
+    from magnet_triton.client.base import make_options
+
+    def options(**changes):
+        base = dict(timeout_s=10.0, retries=0, retry_backoff_s=0.1, retry_max_backoff_s=1.0)
+        return make_options("127.0.0.1:8001", **{**base, **changes})
+
+    plain = options()
+    assert plain.names == io_spec.DEFAULT_NAMES and plain.request_kwargs() == {}
+    chosen = options(model="deepglobe_magnet", model_version=2, priority=1, server_timeout_s=0.25)
+    assert chosen.names.pipeline == "deepglobe_magnet_pipeline"
+    assert chosen.request_kwargs() == {"model_version": "2", "priority": 1, "timeout": 250_000}
+    assert chosen.infer_kwargs()["priority"] == 1
+    with pytest.raises(BadRequestError, match="not a MagNet entry point"):
+        options(model="magnet_backbone")
+    with pytest.raises(BadRequestError, match="priority must be a whole number >= 0"):
+        options(priority=-1)

@@ -20,17 +20,16 @@ def repository(tmp_path_factory):
     return build_tiny_repository(tmp_path_factory.mktemp("library"))
 
 
-def test_it_writes_every_served_model_with_one_version_per_refiner(repository):
-    from magnet_triton.export.repository import SERVED_MODELS, RepositoryOptions
+def test_it_writes_every_served_model_with_one_model_per_refiner(repository):
+    from magnet_triton.export.repository import RepositoryOptions, served_models
 
-    served = {m.name for m in SERVED_MODELS if m.included(RepositoryOptions())}
+    served = {m.name for m in served_models(TINY, RepositoryOptions())}
     assert {p.name for p in repository.iterdir() if p.is_dir()} == served
     # The progressive pipeline only when asked (export --progressive).
     assert io_spec.PROGRESSIVE_MODEL not in served
-    refiner = repository / io_spec.REFINER_MODEL
-    assert sorted(p.name for p in refiner.iterdir()) == ["1", "2", "config.pbtxt"]
-    for version in ("1", "2"):
-        assert (refiner / version / "model.onnx").stat().st_size > 1000
+    for refiner in io_spec.DEFAULT_NAMES.refiners(TINY.n_refiners):
+        assert sorted(p.name for p in (repository / refiner).iterdir()) == ["1", "config.pbtxt"]
+        assert (repository / refiner / "1" / "model.onnx").stat().st_size > 1000
     # Nothing of the staging is left beside the repository.
     assert [p.name for p in repository.parent.iterdir()] == [repository.name]
 

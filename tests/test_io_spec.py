@@ -18,8 +18,8 @@ from magnet_triton.io_spec import (
     decode_spec,
     ensemble_spec,
     pipeline_spec,
+    refiner_number,
     refiner_spec,
-    refiner_version,
 )
 from magnet_triton.settings import get_preset
 
@@ -49,8 +49,8 @@ def test_refiner_takes_fine_then_coarse_probabilities(settings):
     assert spec.output("PROBABILITIES").dims == (c, ih, iw)
 
 
-def test_refiner_versions_start_at_one():
-    assert [refiner_version(i) for i in range(3)] == [1, 2, 3]
+def test_refiner_numbers_start_at_one():
+    assert [refiner_number(i) for i in range(3)] == [1, 2, 3]
 
 
 def test_cityscapes_dims_are_height_before_width():
@@ -176,3 +176,44 @@ def test_all_specs_lists_every_model_once():
 def test_importing_io_spec_does_not_import_torch():
     code = "import sys, magnet_triton.io_spec; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_model_names_put_a_prefix_before_every_model_and_number_the_refiners():
+    from magnet_triton.io_spec import DEFAULT_NAMES, ModelNames
+
+    assert (DEFAULT_NAMES.ensemble, DEFAULT_NAMES.pipeline, DEFAULT_NAMES.refiner(0)) == (
+        "magnet",
+        "magnet_pipeline",
+        "magnet_refiner_1",
+    )
+    names = ModelNames("cityscapes")
+    assert names.networks(3) == [
+        "cityscapes_magnet_backbone",
+        "cityscapes_magnet_refiner_1",
+        "cityscapes_magnet_refiner_2",
+        "cityscapes_magnet_refiner_3",
+    ]
+    assert (names.decode, names.progressive) == (
+        "cityscapes_magnet_decode",
+        "cityscapes_magnet_pipeline_progressive",
+    )
+    # Every entry point reads back to its preset's names; anything else is refused with the expected forms.
+    for model in (names.ensemble, names.pipeline, names.progressive):
+        assert ModelNames.of_entry_point(model) == names
+    assert ModelNames.of_entry_point("magnet_pipeline") == DEFAULT_NAMES
+    with pytest.raises(
+        MagnetError, match=r"'magnet_backbone' is not a MagNet entry point.*cityscapes_magnet"
+    ):
+        ModelNames.of_entry_point("magnet_backbone")
+    with pytest.raises(MagnetError, match="no '_'"):
+        ModelNames("city_scapes")
+    with pytest.raises(MagnetError, match="refiner index must be >= 0"):
+        names.refiner(-1)
+
+
+def test_network_models_are_told_from_the_others_whatever_their_prefix():
+    from magnet_triton.io_spec import ModelNames, is_network_model
+
+    for names in (ModelNames(), ModelNames("inria")):
+        assert all(is_network_model(n) for n in names.networks(2))
+        assert not any(is_network_model(n) for n in (names.ensemble, names.pipeline, names.decode))

@@ -12,7 +12,14 @@ from tritonclient.grpc import model_config_pb2
 
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
-from magnet_triton.export.repository import RepositoryOptions, model_configs, to_pbtxt, write_repository
+from magnet_triton.export.repository import (
+    RepositoryOptions,
+    model_configs,
+    read_manifest,
+    read_manifests,
+    to_pbtxt,
+    write_repository,
+)
 from magnet_triton.settings import get_preset
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -52,7 +59,8 @@ def test_every_config_is_a_valid_triton_model_config_matching_io_spec(case):
     specs = {s.name: s for s in io_spec.all_specs(settings, backbone_max_batch=8, refiner_max_batch=8)}
     for name, config in configs.items():
         parsed = parse(to_pbtxt(config))
-        spec = specs[name]
+        # Every refiner model (magnet_refiner_1..n) has the one refiner spec.
+        spec = specs[io_spec.REFINER_MODEL if name.startswith(io_spec.REFINER_MODEL + "_") else name]
         assert parsed.name == name and parsed.max_batch_size == spec.max_batch_size
         assert [(t.name, list(t.dims), t.optional) for t in parsed.input] == [
             (t.name, list(t.dims), t.optional) for t in spec.inputs
@@ -62,16 +70,25 @@ def test_every_config_is_a_valid_triton_model_config_matching_io_spec(case):
         assert [dtype(t.data_type) for t in parsed.input] == [t.config_dtype for t in spec.inputs]
 
 
-def test_network_configs_batch_dynamically_and_refiners_are_versions():
+def test_network_configs_batch_dynamically_and_serve_every_version_folder():
     configs = model_configs(get_preset("cityscapes"), RepositoryOptions(max_batch=8, max_queue_delay_us=500))
-    refiner = parse(to_pbtxt(configs[io_spec.REFINER_MODEL]))
+    names = io_spec.DEFAULT_NAMES
+    # One model per refiner of the preset, each a network of its own.
+    assert [n for n in configs if n.startswith(io_spec.REFINER_MODEL)] == [
+        "magnet_refiner_1",
+        "magnet_refiner_2",
+        "magnet_refiner_3",
+    ]
+    refiner = parse(to_pbtxt(configs[names.refiner(2)]))
     assert list(refiner.dynamic_batching.preferred_batch_size) == [2, 4, 8]
     assert refiner.dynamic_batching.max_queue_delay_microseconds == 500
-    assert refiner.version_policy.HasField("all")
-    backbone = parse(to_pbtxt(configs[io_spec.BACKBONE_MODEL]))
+    backbone = parse(to_pbtxt(configs[names.backbone]))
     # Warm-up at the largest batch, so the memory the instance keeps is there (and measured) at ready.
     assert backbone.model_warmup[0].batch_size == backbone.max_batch_size == 8
-    assert not backbone.HasField("version_policy")
+    # Version 2 rolls out beside version 1: both are loaded, so a pinned pipeline keeps its version.
+    assert refiner.version_policy.HasField("all") and backbone.version_policy.HasField("all")
+    pipeline = parse(to_pbtxt(configs[names.pipeline])).parameters
+    assert (pipeline["name_prefix"].string_value, pipeline["network_version"].string_value) == ("", "latest")
 
 
 def test_the_pipeline_config_carries_the_settings_and_limits():
@@ -130,20 +147,31 @@ def test_pbtxt_strings_are_escaped():
     assert parse(text).name == 'quote " and \\ backslash'
 
 
-def test_write_repository_lays_out_versions_and_refuses_a_non_empty_folder(tmp_path):
+def _fake_onnx(tmp_path, content: bytes = b"onnx"):
+    onnx = tmp_path / f"fake-{content.decode()}.onnx"
+    onnx.write_bytes(content)
+    return onnx
+
+
+def test_write_repository_lays_out_one_model_per_refiner_and_refuses_a_non_empty_folder(tmp_path):
     settings = get_preset("cityscapes")
-    onnx = tmp_path / "fake.onnx"
-    onnx.write_bytes(b"onnx")
-    repo = write_repository(
-        tmp_path / "repo",
+    onnx = _fake_onnx(tmp_path)
+    repo = tmp_path / "repo"
+    version = write_repository(
+        repo,
         settings,
         RepositoryOptions(),
         backbone_model=onnx,
         refiner_models=[onnx] * 3,
         provenance={"networks": "test"},
     )
-    assert sorted(p.name for p in (repo / io_spec.REFINER_MODEL).iterdir()) == ["1", "2", "3", "config.pbtxt"]
-    assert "onnx_runner_model" in (repo / io_spec.REFINER_MODEL / "3" / "model.py").read_text()
+    assert version == 1
+    for k in (1, 2, 3):
+        model = repo / f"magnet_refiner_{k}"
+        assert sorted(p.name for p in model.iterdir()) == ["1", "config.pbtxt"]
+        assert "onnx_runner_model" in (model / "1" / "model.py").read_text()
+    assert not (repo / io_spec.REFINER_MODEL).exists()
+    assert not list(repo.glob(".*")) and not list(tmp_path.glob(".repo*"))  # no staging left behind
     with pytest.raises(MagnetError, match="not empty"):
         write_repository(
             repo, settings, RepositoryOptions(), backbone_model=onnx, refiner_models=[onnx] * 3, provenance={}
@@ -159,13 +187,88 @@ def test_write_repository_lays_out_versions_and_refuses_a_non_empty_folder(tmp_p
         )
 
 
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_into_adds_a_prefixed_preset_beside_the_others_without_touching_them(tmp_path):
+    onnx = _fake_onnx(tmp_path)
+    repo = tmp_path / "repo"
+    write_repository(
+        repo, get_preset("cityscapes"), RepositoryOptions(), backbone_model=onnx, refiner_models=[onnx] * 3,
+        provenance={},
+    )  # fmt: skip
+    before = _tree(repo)
+    deepglobe = RepositoryOptions(name_prefix="deepglobe")
+    added = write_repository(
+        repo, get_preset("deepglobe"), deepglobe, backbone_model=onnx, refiner_models=[onnx], provenance={},
+        into=True,
+    )  # fmt: skip
+    assert added == 1
+    after = _tree(repo)
+    assert {k: v for k, v in after.items() if k in before} == before  # the first preset untouched
+    new_models = sorted({k.split("/")[0] for k in after if k not in before})
+    assert new_models == sorted(
+        [
+            "deepglobe_magnet",
+            "deepglobe_magnet_backbone",
+            "deepglobe_magnet_decode",
+            "deepglobe_magnet_pipeline",
+            "deepglobe_magnet_refiner_1",
+            "magnet_repository.deepglobe.json",
+        ]
+    )
+    ensemble = parse((repo / "deepglobe_magnet" / "config.pbtxt").read_text())
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [
+        "deepglobe_magnet_decode",
+        "deepglobe_magnet_pipeline",
+    ]
+    pipeline = parse((repo / "deepglobe_magnet_pipeline" / "config.pbtxt").read_text())
+    assert pipeline.parameters["name_prefix"].string_value == "deepglobe"
+    assert set(read_manifests(repo)) == {"", "deepglobe"}
+    assert read_manifests(repo)["deepglobe"]["settings"]["name"] == "deepglobe"
+
+
+def test_into_an_existing_preset_adds_the_next_version_of_every_network(tmp_path):
+    settings = get_preset("deepglobe")
+    repo = tmp_path / "repo"
+    v1, v2 = _fake_onnx(tmp_path, b"v1"), _fake_onnx(tmp_path, b"v2")
+    write_repository(
+        repo, settings, RepositoryOptions(), backbone_model=v1, refiner_models=[v1], provenance={}
+    )
+    configs = {p: p.read_text() for p in repo.glob("*/config.pbtxt")}
+    version = write_repository(
+        repo, settings, RepositoryOptions(), backbone_model=v2, refiner_models=[v2], provenance={"w": 2},
+        into=True,
+    )  # fmt: skip
+    assert version == 2
+    for model in ("magnet_backbone", "magnet_refiner_1"):
+        assert (repo / model / "1" / "model.onnx").read_bytes() == b"v1"
+        assert (repo / model / "2" / "model.onnx").read_bytes() == b"v2"
+        assert not list((repo / model).glob(".partial-*"))
+    assert {p: p.read_text() for p in repo.glob("*/config.pbtxt")} == configs  # configs left as they were
+    assert read_manifest(repo)["network_versions"] == {"2": {"w": 2}}
+    # The new networks must fit the pipeline already there.
+    with pytest.raises(MagnetError, match=r"same preset, settings, runtime and precision.*--name-prefix"):
+        write_repository(
+            repo, get_preset("cityscapes"), RepositoryOptions(), backbone_model=v2, refiner_models=[v2] * 3,
+            provenance={}, into=True,
+        )  # fmt: skip
+    with pytest.raises(MagnetError, match="no such model repository"):
+        write_repository(
+            tmp_path / "missing", settings, RepositoryOptions(), backbone_model=v2, refiner_models=[v2],
+            provenance={}, into=True,
+        )  # fmt: skip
+
+
 def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not installed: the GPU repository then relies on the serving machine")
     plan = tmp_path / "fake.plan"
     plan.write_bytes(b"plan")
-    repo = write_repository(
-        tmp_path / "repo",
+    repo = tmp_path / "repo"
+    write_repository(
+        repo,
         get_preset("deepglobe"),
         RepositoryOptions(target="gpu"),
         backbone_model=plan,
@@ -192,6 +295,8 @@ def test_gpu_repository_ships_compiled_kernels_where_nvcc_exists(tmp_path):
         ({"engine": "tensorrt"}, "unknown engine 'tensorrt' for target cpu"),
         ({"max_queue_size": -1}, r"max_queue_size must be >= 0 \(0: no limit\), got -1"),
         ({"queue_timeout_ms": -5}, "queue_timeout_ms must be >= 0, got -5"),
+        ({"name_prefix": "city_scapes"}, "name prefix 'city_scapes'.*no '_'"),
+        ({"network_version": -1}, "network_version must be >= 0"),
     ],
 )
 def test_bad_repository_options_are_refused(changes, message):

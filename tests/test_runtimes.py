@@ -72,7 +72,7 @@ def test_network_configs_follow_the_runtime_entry(runtime):
     options = RepositoryOptions(target=runtime.device, engine=runtime.engine, onnx_threads=3)
     configs = model_configs(get_preset("deepglobe"), options)
     kind = DEVICE_KINDS[runtime.device].instance_kind
-    for name in (io_spec.BACKBONE_MODEL, io_spec.REFINER_MODEL):
+    for name in io_spec.DEFAULT_NAMES.networks(get_preset("deepglobe").n_refiners):
         config = configs[name]
         assert config["instance_group"][0]["kind"] == kind
         if runtime.platform is not None:
@@ -121,9 +121,8 @@ def test_a_new_runtime_is_one_entry(monkeypatch, tmp_path):
 
     blob = tmp_path / "blob"
     blob.write_bytes(b"w")
-    repo = write_repository(
-        tmp_path / "repo", settings, options, backbone_model=blob, refiner_models=[blob], provenance={}
-    )
+    repo = tmp_path / "repo"
+    write_repository(repo, settings, options, backbone_model=blob, refiner_models=[blob], provenance={})
     version = repo / io_spec.BACKBONE_MODEL / "1"
     assert sorted(p.name for p in version.iterdir()) == ["model.py", "weights.bin"]
     assert "tests.not_a_real_runner" in (version / "model.py").read_text()

@@ -159,10 +159,11 @@ def test_a_bug_while_decoding_is_an_internal_error_naming_the_model_and_the_batc
 
 # ---------------------------------------------------------------------- magnet_pipeline
 class NetworkModels:
-    """Plays ``magnet_backbone`` and ``magnet_refiner`` (versions 1..n_refiners) for BLS calls.
+    """Plays ``magnet_backbone`` and ``magnet_refiner_1..n`` (each at version 1) for BLS calls.
 
     Answers as Triton would: an error response for an unknown model, version or input name, and
-    ``fail_next`` error responses on request. ``calls`` records (model, version) of every call.
+    ``fail_next`` error responses on request. ``calls`` records (model, version) of every call; -1 is
+    "the newest version", which is what the pipeline asks for unless its network_version is pinned.
     """
 
     def __init__(self, networks: Any) -> None:
@@ -175,23 +176,23 @@ class NetworkModels:
         if self.fail_next:
             self.fail_next -= 1
             return fake_triton.InferenceResponse(error=fake_triton.TritonError("out of memory"))
-        expected = {
-            io_spec.BACKBONE_MODEL: (io_spec.PATCHES, (-1,)),
-            io_spec.REFINER_MODEL: (io_spec.FINE_AND_COARSE, range(1, TINY.n_refiners + 1)),
+        names = io_spec.DEFAULT_NAMES
+        expected = {names.backbone: io_spec.PATCHES} | {
+            name: io_spec.FINE_AND_COARSE for name in names.refiners(TINY.n_refiners)
         }
         if bls.model_name not in expected:
             return self._error(f"no model {bls.model_name!r}")
-        input_name, versions = expected[bls.model_name]
-        if bls.model_version not in versions:
+        input_name = expected[bls.model_name]
+        if bls.model_version not in (-1, 1):
             return self._error(f"{bls.model_name} has no version {bls.model_version}")
         (tensor,) = bls.inputs()
         if tensor.name() != input_name or bls.requested_output_names() != [io_spec.PROBABILITIES]:
             return self._error(f"{bls.model_name} takes {input_name} and gives {io_spec.PROBABILITIES}")
         x = torch.from_numpy(tensor.as_numpy())
-        if bls.model_name == io_spec.BACKBONE_MODEL:
+        if bls.model_name == names.backbone:
             y = self.networks.backbone(x)
         else:
-            y = self.networks.refiner(bls.model_version - 1, x)
+            y = self.networks.refiner(names.refiners(TINY.n_refiners).index(bls.model_name), x)
         return fake_triton.InferenceResponse([fake_triton.Tensor(io_spec.PROBABILITIES, y.numpy())])
 
     @staticmethod
@@ -255,11 +256,11 @@ def test_the_served_segmentation_is_run_magnet_with_the_same_networks(pipeline, 
     np.testing.assert_array_equal(served[io_spec.COARSE_SEGMENTATION], reference.coarse_segmentation)
     assert served[io_spec.CONFIDENCE].dtype == np.float32
     np.testing.assert_allclose(served[io_spec.CONFIDENCE], reference.confidence, rtol=1e-6, atol=1e-7)
-    # Refiner i is version i + 1 of one model; the backbone goes by its latest version.
+    # Each refiner is a model of its own; every network goes by its newest loaded version.
     assert set(network_models.calls) == {
         (io_spec.BACKBONE_MODEL, -1),
-        (io_spec.REFINER_MODEL, 1),
-        (io_spec.REFINER_MODEL, 2),
+        (io_spec.DEFAULT_NAMES.refiner(0), -1),
+        (io_spec.DEFAULT_NAMES.refiner(1), -1),
     }
 
 
@@ -504,8 +505,8 @@ def torch_refiner_runner(monkeypatch, tmp_path):
 
     fake_triton.install(monkeypatch)
     options = RepositoryOptions(engine="torch", max_batch=4, onnx_threads=1)
-    config = model_configs(TINY, options)[io_spec.REFINER_MODEL]
-    model_dir = tmp_path / io_spec.REFINER_MODEL
+    config = model_configs(TINY, options)[io_spec.DEFAULT_NAMES.refiner(0)]
+    model_dir = tmp_path / io_spec.DEFAULT_NAMES.refiner(0)
     (model_dir / "1").mkdir(parents=True)
     network = network_with_weights("refinement", TINY.num_classes, random_seed=11)
     save_network_file(model_dir / "1" / "model.pt", "refinement", TINY.num_classes, network)
@@ -552,8 +553,8 @@ def test_a_cancelled_request_stops_before_its_next_scale_and_says_cancelled(
     message = error_of(stopped, fake_triton.TritonError.CANCELLED)
     assert message == f"stopped after 2 of {TINY.num_scales} scales: the request was cancelled"
     # The coarse pass and scale 1 ran (backbone and refiner 1); scale 2's refiner never did.
-    assert (io_spec.REFINER_MODEL, 2) not in network_models.calls
-    assert (io_spec.REFINER_MODEL, 1) in network_models.calls
+    assert (io_spec.DEFAULT_NAMES.refiner(1), -1) not in network_models.calls
+    assert (io_spec.DEFAULT_NAMES.refiner(0), -1) in network_models.calls
     np.testing.assert_array_equal(outputs_of(good)[io_spec.SEGMENTATION], expected("downsample").segmentation)
 
 

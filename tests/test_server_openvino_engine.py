@@ -35,7 +35,7 @@ def server(tmp_path_factory):
 def test_the_repository_serves_openvino_ir_through_its_runner(server):
     manifest = json.loads((server.model_repository / "magnet_repository.json").read_text())
     assert manifest["runtime"] == "cpu/openvino"
-    for model, version in ((io_spec.BACKBONE_MODEL, "1"), (io_spec.REFINER_MODEL, "2")):
+    for model, version in ((io_spec.BACKBONE_MODEL, "1"), (io_spec.DEFAULT_NAMES.refiner(1), "1")):
         folder = server.model_repository / model / version
         assert {"model.xml", "model.bin", "model.py"} <= {p.name for p in folder.iterdir()}
         assert "openvino_runner_model" in (folder / "model.py").read_text()
@@ -69,7 +69,7 @@ def test_int8_quantizes_the_backbone_only_and_serves(tmp_path):
     skip_without_tritonserver()
     repository = build_tiny_repository(tmp_path, engine="openvino", precision="int8")
     assert "FakeQuantize" in _op_types(repository / io_spec.BACKBONE_MODEL / "1" / "model.xml")
-    assert "FakeQuantize" not in _op_types(repository / io_spec.REFINER_MODEL / "1" / "model.xml")
+    assert "FakeQuantize" not in _op_types(repository / io_spec.DEFAULT_NAMES.refiner(0) / "1" / "model.xml")
     parity = json.loads((repository / "magnet_repository.json").read_text())["provenance"]["parity"]
     assert parity["backbone_openvino"]["backend"] == "openvino-int8"
     assert parity["refiner_1_openvino"]["backend"] == "openvino-fp32"

@@ -202,16 +202,15 @@ def test_the_probe_command_fails_on_a_dead_stub_and_passes_once_repaired(server)
         io_spec.BACKBONE_MODEL,
         io_spec.PIPELINE_MODEL,
         io_spec.DECODE_MODEL,
-        io_spec.REFINER_MODEL,
+        *io_spec.DEFAULT_NAMES.refiners(2),
     ):
         assert f"{model} v1: ok" in healthy.stdout
-    assert f"{io_spec.REFINER_MODEL} v2: ok" in healthy.stdout
 
     supervisor = Supervisor(server, probe_interval_s=0, say=lambda line: None)
-    kill_one_stub(server, io_spec.REFINER_MODEL)
+    kill_one_stub(server, io_spec.DEFAULT_NAMES.refiner(1))
     broken = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert broken.returncode == 1
-    assert "magnet_refiner v" in broken.stdout and "FAILED" in broken.stdout
+    assert "magnet_refiner_2 v1" in broken.stdout and "FAILED" in broken.stdout
     assert "failed their probe" in broken.stderr
     repair_by_reload(supervisor, supervisor.check())
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)

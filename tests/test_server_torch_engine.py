@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 def test_the_repository_serves_network_files_through_the_torch_runner(server):
     manifest = json.loads((server.model_repository / "magnet_repository.json").read_text())
     assert manifest["runtime"] == "cpu/torch"
-    version = server.model_repository / io_spec.REFINER_MODEL / "2"
+    version = server.model_repository / io_spec.DEFAULT_NAMES.refiner(1) / "1"
     assert {"model.pt", "model.py"} <= {p.name for p in version.iterdir()}
     assert not (version / "model.onnx").exists()
     assert "torch_runner_model" in (version / "model.py").read_text()

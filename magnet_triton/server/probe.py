@@ -65,22 +65,24 @@ def _png(size: tuple[int, int] = (2, 2)) -> bytes:
 
 def probe_inputs(config: Mapping[str, Any], grpc: Any) -> list[Any] | None:
     """The probe's ``InferInput`` list for a model of this config (JSON form), or None: not probed."""
-    name = config["name"]
     if config.get("platform") == "ensemble":
         return None
     if config.get("model_transaction_policy", {}).get("decoupled"):
         return None  # answers only over a stream; its stubs are watched, and it runs the pipeline's code
-    if name == io_spec.PIPELINE_MODEL:
+    # By their inputs, not their names: a preset prefix (``cityscapes_magnet_pipeline``) changes names.
+    input_names = {spec.get("name") for spec in config.get("input", [])}
+    batched = int(config.get("max_batch_size", 0)) > 0
+    if io_spec.IMAGE in input_names and not batched:  # the pipeline
         image = grpc.InferInput(io_spec.IMAGE, [*PROBE_IMAGE_SIZE, 3], "UINT8")
         image.set_data_from_numpy(np.zeros((*PROBE_IMAGE_SIZE, 3), np.uint8))
         mode = grpc.InferInput(io_spec.MODE, [1], "BYTES")
         mode.set_data_from_numpy(np.array([b"downsample"], dtype=np.object_))
         return [image, mode]
-    if name == io_spec.DECODE_MODEL:
+    if io_spec.IMAGE_BYTES in input_names:  # the decode step
         data = grpc.InferInput(io_spec.IMAGE_BYTES, [1], "BYTES")
         data.set_data_from_numpy(np.array([_png()], dtype=np.object_))
         return [data]
-    batch = [1] if int(config.get("max_batch_size", 0)) > 0 else []
+    batch = [1] if batched else []
     inputs = []
     for spec in config.get("input", []):
         if spec.get("optional"):
