@@ -224,7 +224,7 @@ class AsyncMagnetClient:
         if isinstance(image, np.ndarray):
             request = prepare_request(image, options, self.options.names)
         else:  # reading (and for shared memory, decoding) a file would stall the event loop
-            request = await asyncio.to_thread(prepare_request, image, options)
+            request = await asyncio.to_thread(prepare_request, image, options, self.options.names)
         return await self._with_retries(
             f"segment {request.source}", request.model_name, lambda attempt: self._send(request, attempt)
         )

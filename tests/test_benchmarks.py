@@ -115,11 +115,11 @@ def test_perf_analyzer_writes_csvs_with_the_expected_columns_and_rows(results):
         assert set(CSV_COLUMNS) <= set(rows[0]), name
         assert [int(r["Concurrency"]) for r in rows] == expected_levels[name]
         assert all(float(r["Inferences/Second"]) > 0 for r in rows)
-    # The sweep breaks out the backbone and each refiner version (BLS composing models).
+    # The sweep breaks out the backbone and each refiner model (BLS composing models).
     assert set(runs["pipeline_sweep"]["composing"]) == {
         "magnet_backbone_v1",
-        "magnet_refiner_v1",
-        "magnet_refiner_v2",
+        "magnet_refiner_1_v1",
+        "magnet_refiner_2_v1",
     }
     assert (out / "perf_analyzer" / "pipeline_sweep.magnet_backbone_v1.csv").is_file()
     plot = runs["pipeline_sweep"].get("plot")
