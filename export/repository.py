@@ -634,6 +634,16 @@ def add_network_version(
             f"precision (got {settings.name!r} on {asked[1]} in {asked[2]}); to serve another beside it, "
             "export with --name-prefix"
         )
+    # The configs stay as they are, so serving options that differ would be dropped without a word.
+    wanted, there = json.loads(json.dumps(options.__dict__)), manifest.get("options", {})
+    differing = [
+        f"{k}: {there.get(k)!r} there, {v!r} asked" for k, v in sorted(wanted.items()) if there.get(k) != v
+    ]
+    if differing:
+        raise MagnetError(
+            f"{names.pipeline} in {repository} was exported with other serving options ({'; '.join(differing)}); "
+            "a new version of its networks keeps the configs there: export it with the same options"
+        )
     existing = {name: _versions(repository / name) for name in files}
     version = max((v for vs in existing.values() for v in vs), default=0) + 1
     content = _Content(settings, options, network_files=files, notes={}, version=version)

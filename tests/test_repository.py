@@ -254,6 +254,12 @@ def test_into_an_existing_preset_adds_the_next_version_of_every_network(tmp_path
             repo, get_preset("cityscapes"), RepositoryOptions(), backbone_model=v2, refiner_models=[v2] * 3,
             provenance={}, into=True,
         )  # fmt: skip
+    # Serving options the configs there do not have would be dropped: refused, naming them.
+    with pytest.raises(MagnetError, match=r"other serving options \(max_batch: 8 there, 4 asked\)"):
+        write_repository(
+            repo, settings, RepositoryOptions(max_batch=4), backbone_model=v2, refiner_models=[v2],
+            provenance={}, into=True,
+        )  # fmt: skip
     with pytest.raises(MagnetError, match="no such model repository"):
         write_repository(
             tmp_path / "missing", settings, RepositoryOptions(), backbone_model=v2, refiner_models=[v2],

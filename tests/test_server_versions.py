@@ -39,12 +39,13 @@ def _served(client, model: str, image: np.ndarray) -> np.ndarray:
 
 def test_version_2_rolls_out_beside_version_1_and_two_presets_serve_side_by_side(tmp_path):
     from magnet_triton.export.build import export_repository
-    from magnet_triton.export.repository import RepositoryOptions
+    from magnet_triton.export.repository import RepositoryOptions, read_manifest
     from magnet_triton.server import TritonServer
 
     skip_without_tritonserver()
     repository = build_tiny_repository(tmp_path, pipeline_instances=1)
-    options = RepositoryOptions(max_image_pixels=600 * 600, max_batch=4, pipeline_instances=1, onnx_threads=1)
+    # A new version keeps the configs there, so it is exported with the options they were written with.
+    options = RepositoryOptions(**read_manifest(repository)["options"])
     export_repository(TINY, repository, random_seed=V2_SEED, options=options, into=True)
     second = RepositoryOptions(**{**options.__dict__, "name_prefix": "second"})
     export_repository(TINY, repository, random_seed=SECOND_SEED, options=second, into=True)
