@@ -10,9 +10,11 @@ Every ``--kill-every-s`` (randomised 0.5x to 1.5x) one Python-backend stub of a 
 SIGKILL, as the out-of-memory killer would. A readiness watcher (0.2 s) times each fault: the kill,
 the moment Triton's readiness went false, the moment it came back. A good request that fails is
 *expected* when its life overlaps a fault window (from the kill to readiness back, plus 2 s), else
-*unexpected*. The server's memory (RSS of every process of the server, stubs included) and the use of
-``/dev/shm`` are sampled every 5 s; the report gives the growth of the RSS high-water mark after
-warm-up (the first fifth): the peak of the last fifth of the run against that of the second.
+*unexpected*. The server's memory (every process of the server, stubs included: summed RSS, and summed
+PSS, which counts a page shared by several processes once, :mod:`benchmarks.proc_memory`) and the use
+of ``/dev/shm`` are sampled every 5 s; the report gives the growth of each high-water mark after
+warm-up (the first fifth): the peak of the last fifth of the run against that of the second, and each
+model's PSS peaks, to see who grew.
 
 Not part of CI (minutes of both cores). Example (the figures in RESULTS.md)::
 
@@ -29,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import load_test_image, machine_record, record_lines, write_json
+from benchmarks.proc_memory import tree_memory, tree_pids
 from magnet_triton import io_spec
 from magnet_triton.export.repository import read_manifest
 from magnet_triton.sample import png_declaring
 from magnet_triton.server import free_port
-from magnet_triton.server.stubs import live_stubs
+from magnet_triton.server.stubs import cpu_ticks, live_stubs
 
 KILLABLE = (
     io_spec.BACKBONE_MODEL,
@@ -202,11 +204,15 @@ class Soak:
 
     def memory_loop(self, shm_before: int) -> None:
         while not self.over():
+            sample = tree_memory(self.serve_pid, _tritonserver_of(self.serve_pid))
             self.memory.append(
                 {
                     "t": self.now(),
-                    "rss_mib": _tree_rss(self.serve_pid) / 2**20,
+                    "rss_mib": sample.rss_mib,
+                    "pss_mib": sample.pss_mib,
+                    "private_mib": sample.private_mib,
                     "shm_mib": (_shm_used() - shm_before) / 2**20,
+                    "by_role_mib": sample.by_role,
                 }
             )
             time.sleep(5.0)
@@ -226,36 +232,9 @@ class Soak:
             thread.join()
 
 
-def _tree_sum(pid: int, value: Callable[[list[str]], int]) -> int:
-    """The sum of ``value(fields of /proc/<p>/stat after the command name)`` over ``pid`` and every
-    live descendant."""
-    children: dict[int, list[int]] = {}
-    values: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        values[int(entry.name)] = value(fields)
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += values.get(current, 0)
-        todo.extend(children.get(current, []))
-    return total
-
-
-def _tree_rss(pid: int) -> int:
-    """Bytes of resident memory of ``pid`` and every descendant."""
-    return _tree_sum(pid, lambda fields: int(fields[21]) * os.sysconf("SC_PAGE_SIZE"))
-
-
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and every live descendant."""
-    return _tree_sum(pid, lambda fields: int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_ticks(p) or 0 for p in tree_pids(pid)) / os.sysconf("SC_CLK_TCK")
 
 
 #: The server counts as idle below this share of one core (its supervisor, Triton's threads).
@@ -346,9 +325,10 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _high_water_growth(
-    memory: list[dict[str, float]], duration_s: float
+    memory: list[dict[str, Any]], duration_s: float, key: str = "rss_mib"
 ) -> tuple[float | None, float | None, float | None]:
-    """(growth, first peak, last peak) of the RSS high-water mark, after warm-up (the first fifth).
+    """(growth, first peak, last peak) of the high-water mark of ``memory[i][key]``, after warm-up (the
+    first fifth).
 
     The peak of the second fifth of the run against the peak of the last fifth. Single samples would
     measure where the requests in flight happen to be (a pipeline stub's memory rises and falls by a GB
@@ -357,7 +337,7 @@ def _high_water_growth(
     fifth = duration_s / 5
 
     def peak(start: float, end: float) -> float | None:
-        values = [m["rss_mib"] for m in memory if start <= m["t"] < end]
+        values = [m[key] for m in memory if start <= m["t"] < end and key in m]
         return max(values) if values else None
 
     first, last = peak(fifth, 2 * fifth), peak(4 * fifth, float("inf"))
@@ -427,9 +407,40 @@ def summarize(soak: Soak) -> dict[str, Any]:
             "peak_at_end": last_peak,
             "growth_after_warmup": growth,
         },
+        # Every page once (PSS), and its part outside shared memory: see benchmarks/proc_memory.py.
+        "pss_mib": _memory_trend(memory, soak.duration_s, "pss_mib"),
+        "private_mib": _memory_trend(memory, soak.duration_s, "private_mib"),
+        "by_role_peak_mib": _role_peaks(memory, soak.duration_s),
         "shm_mib_max": max((m["shm_mib"] for m in memory), default=None),
         "memory_trace": memory,
     }
+
+
+def _memory_trend(memory: list[dict[str, Any]], duration_s: float, key: str) -> dict[str, float | None]:
+    growth, first_peak, last_peak = _high_water_growth(memory, duration_s, key)
+    return {"peak_after_warmup": first_peak, "peak_at_end": last_peak, "growth_after_warmup": growth}
+
+
+def _role_peaks(memory: list[dict[str, Any]], duration_s: float) -> dict[str, tuple[float, float]]:
+    """Each role's PSS high-water mark in the second fifth and in the last (MiB): who grew."""
+    fifth = duration_s / 5
+    peaks: dict[str, list[float]] = {}
+    for m in memory:
+        window = 0 if fifth <= m["t"] < 2 * fifth else 1 if m["t"] >= 4 * fifth else None
+        if window is None:
+            continue
+        for role, mib in m.get("by_role_mib", {}).items():
+            peak = peaks.setdefault(role, [0.0, 0.0])
+            peak[window] = max(peak[window], mib)
+    return {role: (first, last) for role, (first, last) in sorted(peaks.items())}
+
+
+def _growth_text(trend: dict[str, float | None]) -> str:
+    growth = trend["growth_after_warmup"]
+    return (
+        f"{trend['peak_after_warmup'] or 0:.0f} MiB in the second fifth, {trend['peak_at_end'] or 0:.0f} in the "
+        f"last ({'n/a' if growth is None else f'{growth:+.2%}'})"
+    )
 
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
@@ -456,6 +467,13 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
             f"({'n/a' if growth is None else f'{growth:+.2%}'}); "
             f"/dev/shm at most {summary['shm_mib_max']:.0f} MiB above its start"
         )
+    if summary.get("pss_mib", {}).get("peak_at_end") is not None:
+        lines.append(f"- server PSS (every page once): high-water mark {_growth_text(summary['pss_mib'])}")
+        lines.append(f"  - outside shared memory: {_growth_text(summary['private_mib'])}")
+        lines += [
+            f"  - {role}: {first:.0f} -> {last:.0f} MiB"
+            for role, (first, last) in summary["by_role_peak_mib"].items()
+        ]
     return lines
 
 

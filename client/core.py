@@ -158,30 +158,30 @@ class MagnetClient:
     ) -> SegmentResult:
         """Segment one image.
 
-                Args:
-                    image: a file path (str or Path) or the encoded bytes of a PNG/JPEG/..., sent as they are to
-                        the ``magnet`` ensemble, which decodes them; or an H x W x 3 uint8 RGB numpy array, sent
-                        raw to ``magnet_pipeline``.
-                    via_shared_memory: send the pixels through a system shared-memory region instead of the gRPC
-                        message (the server must run on this machine). Files and bytes are decoded here first.
-                    via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
-                        cuda-python and a GPU.
-                    outputs: the maps to ask for beside the class map: ``"coarse"``, ``"confidence"``
-                        (None: both). The server skips the full-resolution passes of those left out; they
-                        are None in the result.
-                    overrides: per-request options of the served preset, by name; None or absent keeps the
-                        preset's value:
-        {options}
+        Args:
+            image: a file path (str or Path) or the encoded bytes of a PNG/JPEG/..., sent as they are to
+                the ``magnet`` ensemble, which decodes them; or an H x W x 3 uint8 RGB numpy array, sent
+                raw to ``magnet_pipeline``.
+            via_shared_memory: send the pixels through a system shared-memory region instead of the gRPC
+                message (the server must run on this machine). Files and bytes are decoded here first.
+            via_cuda_shared_memory: the same through a CUDA region on GPU ``cuda_device_id``; needs
+                cuda-python and a GPU.
+            outputs: the maps to ask for beside the class map: ``"coarse"``, ``"confidence"``
+                (None: both). The server skips the full-resolution passes of those left out; they
+                are None in the result.
+            overrides: per-request options of the served preset, by name; None or absent keeps the
+                preset's value:
+                {options}
 
-                Returns:
-                    a :class:`SegmentResult` with H0 x W0 maps.
+        Returns:
+            a :class:`SegmentResult` with H0 x W0 maps.
 
-                Raises:
-                    BadRequestError: the image or an override is wrong (checked before sending, or by the server).
-                    ConnectionFailedError: the server stayed unreachable through every retry.
-                    RequestTimeoutError: an attempt took longer than ``timeout_s``.
-                    ServerError: the server failed otherwise.
-                    SharedMemoryError, DependencyMissingError: shared memory could not be used.
+        Raises:
+            BadRequestError: the image or an override is wrong (checked before sending, or by the server).
+            ConnectionFailedError: the server stayed unreachable through every retry.
+            RequestTimeoutError: an attempt took longer than ``timeout_s``.
+            ServerError: the server failed otherwise.
+            SharedMemoryError, DependencyMissingError: shared memory could not be used.
         """
         options = segment_options(
             via_shared_memory=via_shared_memory,
@@ -192,7 +192,7 @@ class MagnetClient:
         return self._segment(image, options)
 
     # The option list comes from the option table, so adding an option documents it here too.
-    segment.__doc__ = (segment.__doc__ or "").replace("{options}", options_doc("                "))
+    segment.__doc__ = (segment.__doc__ or "").replace("{options}", options_doc("                ").lstrip())
 
     def segment_progressive(self, image: ImageInput, **overrides: Any) -> Iterator[SegmentResult]:
         """Segment one image progressively: yield the class map after the coarse pass, after each refined

@@ -163,3 +163,19 @@ def test_without_a_gpu_the_gpu_comparison_says_not_measured(repository):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert run_gpu_compare(repository, TINY, np.zeros((64, 64, 3), np.uint8)) is None
+
+
+def test_the_outputs_benchmark_gets_one_map_alone_and_three_with_all_and_reports_the_ratio(
+    repository, image, tmp_path
+):
+    from benchmarks import outputs
+
+    code = outputs.main(
+        ["--repository", str(repository), "--image", str(image), "--rounds", "1", "--out", str(tmp_path)]
+    )
+    assert code == 0
+    text = (tmp_path / "results.md").read_text()
+    # Each kind's row says how many maps came back: the class map alone, then all three.
+    assert "| segmentation only | 1 | 1 |" in text
+    assert "| all three | 1 | 3 |" in text
+    assert "segmentation only / all three:" in text

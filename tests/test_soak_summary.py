@@ -77,3 +77,26 @@ def test_the_declared_size_png_is_a_valid_header_of_that_size():
 
     with Image.open(io.BytesIO(png_declaring(9000, 8000))) as image:
         assert image.size == (9000, 8000)
+
+
+def test_the_pss_trends_and_each_roles_peaks_are_reported_beside_the_rss():
+    # Duration 100 s: the second fifth is 20-40 s, the last 80 s on. The pipeline's PSS peak grew from
+    # 300 to 330 MiB, the backbone's stayed at 500; private memory is PSS less the shared part.
+    samples = [
+        (30, {"magnet_pipeline": 300.0, "magnet_backbone": 500.0}, 100.0),
+        (35, {"magnet_pipeline": 250.0, "magnet_backbone": 480.0}, 100.0),
+        (85, {"magnet_pipeline": 330.0, "magnet_backbone": 500.0}, 160.0),
+    ]
+    memory = [
+        {"t": t, "rss_mib": 2000.0, "pss_mib": sum(r.values()), "private_mib": sum(r.values()) - shm,
+         "shm_mib": shm, "by_role_mib": r}
+        for t, r, shm in samples
+    ]  # fmt: skip
+    summary = summarize(soak_with([], memory=memory))
+    assert summary["pss_mib"]["growth_after_warmup"] == pytest.approx(30 / 800)
+    assert summary["private_mib"]["peak_after_warmup"] == 700.0
+    assert summary["private_mib"]["peak_at_end"] == 670.0
+    assert summary["by_role_peak_mib"] == {
+        "magnet_backbone": (500.0, 500.0),
+        "magnet_pipeline": (300.0, 330.0),
+    }
