@@ -178,4 +178,4 @@ def test_the_outputs_benchmark_gets_one_map_alone_and_three_with_all_and_reports
     # Each kind's row says how many maps came back: the class map alone, then all three.
     assert "| segmentation only | 1 | 1 |" in text
     assert "| all three | 1 | 3 |" in text
-    assert "segmentation only / all three:" in text
+    assert "segmentation only / all three, median of the 1 back-to-back pairs:" in text

@@ -86,6 +86,25 @@ def test_find_tritonserver_without_any_install_says_how_to_install(monkeypatch, 
     assert "nvcr.io/nvidia/tritonserver" in str(info.value)
 
 
+def test_a_python_without_its_shared_library_is_refused_before_the_server_starts(monkeypatch, tmp_path):
+    # Debian's python3 without its libpython3.X package: every stub would fail to load and the server
+    # would never be ready (what the CPU image did on a debootstrap base).
+    if install_mod._bundled_triton_root() is None:
+        pytest.skip("nvidia-pytriton is not installed: no bundled tritonserver to check")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(install_mod, "_libpython_dir", lambda: None)
+
+    def no_library(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(install_mod.ctypes, "CDLL", no_library)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(MagnetError, match=f"needs libpython{version}.so.1.0") as info:
+        find_tritonserver(cache_root=tmp_path)
+    assert f"apt-get install libpython{version}" in str(info.value)
+    assert "--enable-shared" in str(info.value)
+
+
 def test_numpy2_in_the_environment_logs_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(process_mod.importlib.metadata, "version", lambda name: "2.4.6")
     with caplog.at_level(logging.WARNING, logger=process_mod.__name__):

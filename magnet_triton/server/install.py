@@ -10,6 +10,7 @@ wheel's relative RPATH).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -90,6 +91,32 @@ def _libpython_dir() -> Path | None:
     return None
 
 
+def _check_libpython_loadable() -> None:
+    """Fail now, not at the first model load, when the stub's ``libpython3.X.so.1.0`` cannot be found.
+
+    Without it every stub exits at once ("error while loading shared libraries") and Triton waits for
+    models that never load: a server that is never ready, with the cause only in its log. Debian and
+    Ubuntu ship the library apart from the interpreter; a static build (pyenv or source without
+    ``--enable-shared``) has none.
+
+    Raises:
+        MagnetError: neither this interpreter's LIBDIR nor the system's loader has it.
+    """
+    if _libpython_dir() is not None:
+        return
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    soname = f"libpython{version}.so.1.0"
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        raise MagnetError(
+            f"the bundled tritonserver's Python-backend stub needs {soname}, which neither this Python "
+            f"({sys.executable}, LIBDIR {sysconfig.get_config_var('LIBDIR')}) nor the system's loader has, so "
+            f"no model could start: install it (Debian/Ubuntu: apt-get install libpython{version}; a pyenv or "
+            "source build: configure with --enable-shared)"
+        ) from None
+
+
 def _assemble_backend_dir(triton_root: Path, cache_root: Path) -> Path:
     """Copy the bundled Python backend and this Python's stub into ``cache_root/backends-<hash>``.
 
@@ -159,6 +186,7 @@ def find_tritonserver(*, cache_root: Path | None = None) -> ServerInstall:
     root = _bundled_triton_root()
     if root is None:
         raise MagnetError(_INSTALL_HINT)
+    _check_libpython_loadable()
     library_paths = [root.parent.parent / "nvidia_pytriton.libs"]
     if (libpython := _libpython_dir()) is not None:
         library_paths.append(libpython)
