@@ -8,6 +8,7 @@ when a request slot frees, and each answer's kept part goes straight into a scra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -151,6 +152,48 @@ def segment_raster(
         MagnetError: the raster, its bands or its samples cannot be used as asked (the message says
             what to pass); BadRequestError and the other errors of :meth:`MagnetClient.segment`.
     """
+    # Taken first, while the locals are the arguments alone.
+    arguments = {k: v for k, v in locals().items() if k not in ("client", "path", "out", "overrides")}
+    from magnet_triton.client.errors import BadRequestError
+    from magnet_triton.client.limits import limit_from_refusal
+
+    try:
+        return _segment_raster(client, path, out, **arguments, **overrides)
+    except BadRequestError as error:
+        # The config's limit is what the plan used; a server that refuses a window for its size after
+        # all (a config changed since it was read) names its real limit: plan again with it, once.
+        refused_at = limit_from_refusal(str(error))
+        planned = client.served_limits().max_image_pixels
+        if refused_at is None or refused_at >= planned or window_size is not None:
+            raise
+        log.warning(
+            "%s refused a window over its limit of %d pixels; cutting smaller windows", client.url, refused_at
+        )
+        client._limits = dataclasses.replace(client.served_limits(), max_image_pixels=refused_at)
+        return _segment_raster(client, path, out, **arguments, **overrides)
+
+
+def _segment_raster(
+    client: MagnetClient,
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    bands: str | Sequence[int] | None,
+    scaling: str | Scaling | None,
+    outputs: Sequence[str],
+    palette: np.ndarray | None,
+    geotiff: bool | None,
+    overlay: bool,
+    overlay_palette: str | np.ndarray,
+    overlay_alpha: float,
+    window_size: tuple[int, int] | None,
+    overlap: int | None,
+    max_concurrency: int,
+    max_raster_pixels: int | None,
+    progress: WindowProgress | None,
+    via_shared_memory: bool,
+    **overrides: Any,
+) -> RasterResult:
     from magnet_triton.client.base import check_concurrency, segment_options
     from magnet_triton.raster.reader import MAX_RASTER_PIXELS, RasterSource
     from magnet_triton.raster.writer import MapCanvas, gdal_environment
@@ -221,8 +264,7 @@ def segment_raster(
                     last_window["segmentation"] = result.segmentation
                 if progress is not None:
                     progress(done, len(plan.windows))
-            _export(canvases, files)
-            if overlay:
+            if overlay:  # before the class map, which comes last
                 from magnet_triton.client.overlay import write_overlay
 
                 write_overlay(
@@ -233,6 +275,7 @@ def segment_raster(
                     overlay_alpha,
                     num_classes=None if palette is None else len(palette),
                 )
+            _export(canvases, files)
         finally:
             for canvas in canvases.values():
                 canvas.discard()

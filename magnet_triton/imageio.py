@@ -138,10 +138,13 @@ _TIFF_ALPHA = (1, 2)
 
 
 def _declared_bits(img: Any) -> int:
-    """The deepest sample the file declares (TIFF BitsPerSample; a PNG's 16-bit raw mode), in bits."""
+    """The deepest sample the file declares (TIFF BitsPerSample; a PNG's 16-bit raw mode), in bits;
+    8 for the formats that hold no deeper samples Pillow would open as 8-bit."""
     if img.format == "TIFF":
         bits = img.tag_v2.get(_BITS_PER_SAMPLE, 8)
         return max(bits) if isinstance(bits, tuple) else int(bits)
+    if img.format != "PNG":  # elsewhere a ";16" raw mode is a packed pixel (BMP's "BGR;16"), not a sample
+        return 8
     for tile in img.tile:
         args = tile[3] if len(tile) > 3 else None
         rawmode = args[0] if isinstance(args, tuple) and args else args

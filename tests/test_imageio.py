@@ -165,3 +165,15 @@ def test_a_four_band_tiff_is_refused_not_cut_to_three():
 def test_an_rgba_tiff_keeps_its_colour_and_drops_alpha_as_a_png_does():
     rgba = np.random.default_rng(6).integers(0, 256, size=(10, 12, 4), dtype=np.uint8)
     np.testing.assert_array_equal(decode_image(_encode(Image.fromarray(rgba, "RGBA"), "TIFF")), rgba[..., :3])
+
+
+def test_a_configured_limit_over_pillows_guard_holds_once_the_guard_is_aligned(monkeypatch):
+    from magnet_triton.imageio import align_pillow_guard
+
+    # The decode step's process aligns Pillow's process-wide guard with its config; here, undone after.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    align_pillow_guard(300_000_000)
+    with pytest.raises(
+        MagnetError, match=r"declares 20000x20000 = 400000000 pixels, over the limit of 300000000"
+    ):
+        decode_image(png_declaring(20000, 20000), max_pixels=300_000_000)

@@ -169,8 +169,7 @@ def resolve_ranges(
     if measured is None or len(measured) != len(bands):
         raise ValueError(f"a {scaling.kind} scaling needs the measured range of each band")
     lows = tuple(float(lo) for lo, _ in measured)
-    # A flat band (low == high) maps to 0 rather than dividing by zero.
-    highs = tuple(max(float(hi), float(lo) + 1e-12) for lo, hi in measured)
+    highs = tuple(float(hi) for _, hi in measured)
     ranges = ", ".join(f"band {b} [{lo:g}, {hi:g}]" for b, (lo, hi) in zip(bands, measured))
     how = (
         f"{scaling.low:g}-{scaling.high:g} percentiles"
@@ -196,7 +195,9 @@ def to_rgb8(block: np.ndarray, ranges: BandRanges) -> np.ndarray:
         assert ranges.lows is not None and ranges.highs is not None
         lows = np.asarray(ranges.lows, dtype=np.float32).reshape(-1, 1, 1)
         highs = np.asarray(ranges.highs, dtype=np.float32).reshape(-1, 1, 1)
-        scaled = (block.astype(np.float32) - lows) * (255.0 / (highs - lows))
+        # A flat band (high == low) maps to 0 rather than dividing by zero.
+        span = np.where(highs > lows, highs - lows, np.inf)
+        scaled = (block.astype(np.float32) - lows) * (255.0 / span)
         planes = np.nan_to_num(np.rint(scaled), nan=0.0).clip(0, 255).astype(np.uint8)
     if planes.shape[0] == 1:
         planes = np.repeat(planes, 3, axis=0)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from magnet_triton.errors import ImageTooLarge, MagnetError
+from magnet_triton.imageio import MAX_DECODE_PIXELS
 from magnet_triton.raster import rasterio_module
 from magnet_triton.raster.bands import (
     DEFAULT_DEEP_SCALING,
@@ -188,7 +189,7 @@ def read_raster(
     *,
     bands: str | tuple[int, ...] | None = None,
     scaling: str | Scaling | None = None,
-    max_pixels: int = 64_000_000,
+    max_pixels: int = MAX_DECODE_PIXELS,
 ) -> np.ndarray:
     """A whole raster as H x W x 3 uint8 RGB (for ``MagnetClient.segment(array)``), refused over
     ``max_pixels``; :meth:`MagnetClient.segment_raster` reads larger ones window by window."""
