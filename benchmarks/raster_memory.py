@@ -2,9 +2,9 @@
 
 Synthetic RGB GeoTIFFs (a blocky scene repeated, tiled and DEFLATE-compressed, written block row by block
 row) of each size are segmented by ``magnet-client segment`` in a process of its own; its peak resident
-memory (``ru_maxrss`` from ``wait4``, the client process alone: the server is another process) is the
-figure. A served repository's pixel limit sets the window (16 MiB pixels: 4096 x 4096 windows); the
-default repository is the tests' tiny preset with random weights, whose networks are quick, since what is
+memory (its ``VmHWM``, the client process alone: the server is another process) is the figure. A
+served repository's pixel limit sets the window (16 MiB pixels: 4096 x 4096 windows); the default
+repository is the tests' tiny preset with random weights, whose networks are quick, since what is
 measured is the client.
 
     python -m benchmarks.raster_memory --out runs/raster-memory [--sizes 5000,20000] [--repository REPO]
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -60,12 +59,22 @@ def write_synthetic_raster(path: Path, side: int, *, seed: int = 0) -> None:
             ds.write(np.ascontiguousarray(strip[:, :rows, :side]), window=Window(0, row, side, rows))
 
 
+#: Runs ``magnet-client`` and prints its peak resident memory last. The peak is the process's own
+#: ``VmHWM`` read before it exits: ``ru_maxrss`` (``wait4``, ``getrusage``) would also count the pages the
+#: process shared with this one between fork and exec (torch, imported for the export, is ~1 GB).
+_CLIENT = """
+import sys
+from magnet_triton.client.cli import main
+code = main(sys.argv[1:])
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print("peak_kib", hwm, file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def run_client(url: str, raster: Path, out: Path, concurrency: int) -> dict[str, Any]:
     """``magnet-client segment`` on ``raster`` in a child process; its peak RSS and wall time."""
-    command = [
-        sys.executable,
-        "-m",
-        "magnet_triton.client.cli",
+    arguments = [
         "segment",
         str(raster),
         "--out",
@@ -79,14 +88,14 @@ def run_client(url: str, raster: Path, out: Path, concurrency: int) -> dict[str,
         "-q",
     ]
     started = time.perf_counter()
-    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
+    child = subprocess.run(
+        [sys.executable, "-c", _CLIENT, *arguments], capture_output=True, text=True, check=False
+    )
     wall_s = time.perf_counter() - started
-    stderr = child.stderr.read() if child.stderr else ""
-    child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise RuntimeError(f"magnet-client exited {child.returncode}: {stderr}")
-    return {"peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": wall_s, "command": command}
+        raise RuntimeError(f"magnet-client exited {child.returncode}: {child.stderr}")
+    peak_kib = int(child.stderr.strip().splitlines()[-1].split()[1])
+    return {"peak_rss_mib": peak_kib / 1024, "wall_s": wall_s, "command": ["magnet-client", *arguments]}
 
 
 def measure(repository: Path, out: Path, sides: list[int], concurrency: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +96,10 @@ def is_georeferenced(path: str | os.PathLike) -> bool:
 
     rasterio = rasterio_module()
     try:
-        with rasterio.open(path) as ds:
-            return ds.crs is not None or not ds.transform.is_identity
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.crs is not None or not ds.transform.is_identity
     except rasterio.errors.RasterioIOError as e:
         raise MagnetError(f"cannot read {path} as a raster: {e}") from e
 

@@ -97,6 +97,7 @@ def test_a_sixteen_bit_four_band_geotiff_with_bands_gives_a_geotiff_class_map_on
         assert (written.width, written.height, written.count, written.dtypes[0]) == (230, 150, 1, "uint8")
         profile = written.profile
         assert profile["tiled"] and profile["compress"].lower() == "deflate"
+        assert written.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"  # Cloud-Optimised
         classes = written.read(1)
         colours = written.colormap(1)  # the palette travels with the GeoTIFF
     assert len(colours) >= 5

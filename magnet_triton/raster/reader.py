@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,10 @@ class RasterSource:
         if not self.path.is_file():
             raise MagnetError(f"no such raster file: {self.path}; check the path")
         try:
-            self._dataset = rasterio.open(self.path)
+            with warnings.catch_warnings():
+                # A plain (not georeferenced) TIFF is fine: its outputs are plain too.
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self._dataset = rasterio.open(self.path)
         except rasterio.errors.RasterioIOError as e:
             raise MagnetError(f"cannot read {self.path} as a raster: {e}") from e
         try:

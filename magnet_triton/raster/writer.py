@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,7 +87,10 @@ class MapCanvas:
         if transform is not None and not transform.is_identity:
             profile["transform"] = transform
         try:
-            self._dataset = rasterio.open(self.path, "w", **profile)
+            with warnings.catch_warnings():
+                # A map of a raster without georeferencing has none either: nothing to warn about.
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self._dataset = rasterio.open(self.path, "w", **profile)
         except rasterio.errors.RasterioIOError as e:
             raise MagnetError(f"cannot write {self.path}: {e}") from e
         if palette is not None:
@@ -133,7 +137,9 @@ class MapCanvas:
             raise ValueError(f"unknown output kind {kind!r}")
         partial = _temporary_beside(destination, "partial")
         try:
-            copy(self.path, partial, driver=driver, **options)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                copy(self.path, partial, driver=driver, **options)
             os.replace(partial, destination)
         except (OSError, rasterio.errors.RasterioError) as e:
             raise MagnetError(f"cannot write {destination}: {e}") from e
