@@ -193,3 +193,30 @@ def test_without_rasterio_the_message_names_the_extra(monkeypatch):
     with pytest.raises(MagnetError, match=r"pip install 'magnet-triton\[raster\]'") as caught:
         rasterio_module()
     assert isinstance(caught.value, RasterDependencyMissing) and isinstance(caught.value, ImportError)
+
+
+def test_a_truncated_raster_is_refused_saying_so_not_with_a_traceback(tmp_path):
+    from magnet_triton.raster.reader import RasterSource
+    from magnet_triton.raster.tiling import plan_windows
+
+    path = tmp_path / "cut.tif"
+    data = np.random.default_rng(7).integers(0, 256, size=(3, 256, 256), dtype=np.uint8)
+    write_geotiff(path, data, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with RasterSource(path) as source, pytest.raises(MagnetError, match=r"cut.tif: damaged or truncated"):
+        for window in plan_windows(256, 256, max_pixels=64 * 64, overlap=0).windows:
+            source.read(window)
+
+
+def test_raster_options_are_checked_before_any_file_is_read_or_server_called(tmp_path, capsys):
+    from magnet_triton.client import cli
+
+    for options, words in (
+        (["--bands", "1,2"], "choose three bands"),
+        (["--scale", "percentile:98,2"], "needs finite LOW < HIGH"),
+        (["--window", "big"], "--window takes WIDTHxHEIGHT"),
+        (["--overlap", "-1"], "--overlap must be >= 0"),
+    ):
+        status = cli.main(["segment", str(tmp_path / "none.tif"), "--out", str(tmp_path), *options])
+        assert status == cli.EXIT_BAD_REQUEST
+        assert words in capsys.readouterr().err

@@ -138,10 +138,16 @@ class RasterSource:
     def read(self, window: Window) -> np.ndarray:
         """The pixels of ``window`` as H x W x 3 uint8 RGB, scaled as :attr:`ranges` states."""
         rasterio = rasterio_module()
-        block = self._dataset.read(
-            list(self.bands),
-            window=rasterio.windows.Window(window.col, window.row, window.width, window.height),
-        )
+        try:
+            block = self._dataset.read(
+                list(self.bands),
+                window=rasterio.windows.Window(window.col, window.row, window.width, window.height),
+            )
+        except rasterio.errors.RasterioError as e:
+            raise MagnetError(
+                f"cannot read rows {window.row}-{window.row + window.height} of {self.source}: damaged or "
+                f"truncated ({e})"
+            ) from e
         return to_rgb8(block, self.ranges)
 
     def _sample(self) -> np.ndarray:
