@@ -220,3 +220,19 @@ def test_raster_options_are_checked_before_any_file_is_read_or_server_called(tmp
         status = cli.main(["segment", str(tmp_path / "none.tif"), "--out", str(tmp_path), *options])
         assert status == cli.EXIT_BAD_REQUEST
         assert words in capsys.readouterr().err
+
+
+def test_stats_scaling_uses_the_files_own_statistics(tmp_path):
+    from magnet_triton.raster.reader import RasterSource
+
+    data = sixteen_bit_bands(bands=3)
+    path = tmp_path / "stats.tif"
+    write_geotiff(path, data)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(1, STATISTICS_MINIMUM="100", STATISTICS_MAXIMUM="3000")
+    with RasterSource(path, scaling="stats") as source:
+        assert source.ranges.lows[0] == 100 and source.ranges.highs[0] == 3000
+        # Bands without statistics get GDAL's: their minimum and maximum.
+        assert source.ranges.lows[1:] == tuple(float(data[b].min()) for b in (1, 2))
+        assert source.ranges.highs[1:] == tuple(float(data[b].max()) for b in (1, 2))
+        assert "the file's statistics" in source.ranges.description
