@@ -113,3 +113,16 @@ def test_the_limit_is_read_from_the_pipelines_refusal_too():
     )
     assert limit_from_refusal(message) == 360_000
     assert limit_from_refusal("something else") is None
+
+
+def test_raster_outputs_never_name_the_input_and_end_with_the_class_map(tmp_path):
+    from magnet_triton.client.raster_run import raster_outputs
+
+    files = raster_outputs(tmp_path / "scene.tif", tmp_path, ["confidence", "coarse"], geotiff=True)
+    assert [p.name for p in files.values()] == [
+        "scene_coarse.png",
+        "scene_confidence.tiff",
+        "scene_classes.tif",
+        "scene.png",  # last: --resume takes a raster with its class map for done
+    ]
+    assert tmp_path / "scene.tif" not in files.values()
