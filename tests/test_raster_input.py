@@ -236,3 +236,16 @@ def test_stats_scaling_uses_the_files_own_statistics(tmp_path):
         assert source.ranges.lows[1:] == tuple(float(data[b].min()) for b in (1, 2))
         assert source.ranges.highs[1:] == tuple(float(data[b].max()) for b in (1, 2))
         assert "the file's statistics" in source.ranges.description
+
+
+def test_the_benchmarks_synthetic_raster_is_a_tiled_georeferenced_rgb_geotiff(tmp_path):
+    from benchmarks.raster_memory import write_synthetic_raster
+
+    path = tmp_path / "synthetic.tif"
+    write_synthetic_raster(path, 1100)  # more than two 512-row strips, the last one short
+    with rasterio.open(path) as ds:
+        assert (ds.width, ds.height, ds.count, ds.dtypes[0]) == (1100, 1100, 3, "uint8")
+        assert ds.crs is not None and ds.profile["tiled"]
+        pixels = ds.read()
+    assert len(np.unique(pixels[0])) > 100  # a scene, not a constant
+    assert not np.array_equal(pixels[:, :512], pixels[:, 512:1024])  # the strips are shifted apart
