@@ -111,7 +111,7 @@ def segment_raster(
     *,
     bands: str | Sequence[int] | None = None,
     scaling: str | Scaling | None = None,
-    outputs: Sequence[str] = (),
+    outputs: Sequence[str] | None = (),
     palette: np.ndarray | None = None,
     geotiff: bool | None = None,
     overlay: bool = False,
@@ -134,7 +134,7 @@ def segment_raster(
         bands: 1-based bands as R, G, B (three) or grey (one), e.g. ``(1, 2, 3)`` or ``"4,3,2"``;
             None: the file's own three (or one); any other count is refused, naming ``bands``.
         scaling: how samples become 8 bits (:data:`magnet_triton.raster.bands.SCALING_HELP`).
-        outputs: beside the class map, ``"coarse"`` and/or ``"confidence"``.
+        outputs: beside the class map, ``"coarse"`` and/or ``"confidence"`` (None: both).
         palette: C x 3 uint8 colours of the class map PNG and GeoTIFF (None: a grey PNG of indices).
         geotiff: write ``<stem>_classes.tif``; None: when the input is georeferenced.
         overlay: also write ``<stem>_overlay.png`` (a raster that fits one window only).
@@ -183,7 +183,7 @@ def _segment_raster(
     *,
     bands: str | Sequence[int] | None,
     scaling: str | Scaling | None,
-    outputs: Sequence[str],
+    outputs: Sequence[str] | None,
     palette: np.ndarray | None,
     geotiff: bool | None,
     overlay: bool,
@@ -202,6 +202,8 @@ def _segment_raster(
     from magnet_triton.raster.writer import MapCanvas, gdal_environment
 
     check_concurrency(max_concurrency)
+    if outputs is None:  # as for segment(): every map
+        outputs = ("coarse", "confidence")
     save = [str(o).lower() for o in ([outputs] if isinstance(outputs, str) else outputs)]
     # Every option is checked once here, before the raster is opened; each window is sent with them.
     send = {"via_shared_memory": via_shared_memory, "outputs": save, **overrides}

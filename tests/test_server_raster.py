@@ -34,6 +34,15 @@ def raw_segmentation(url: str, image: np.ndarray) -> np.ndarray:
     return result.as_numpy(io_spec.SEGMENTATION)
 
 
+def raw_outputs(url: str, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of the pipeline for ``image``, straight from tritonclient."""
+    with grpc.InferenceServerClient(url) as raw:
+        tensor = grpc.InferInput(io_spec.IMAGE, list(image.shape), "UINT8")
+        tensor.set_data_from_numpy(np.ascontiguousarray(image))
+        result = raw.infer(io_spec.PIPELINE_MODEL, [tensor])
+    return {t.name: result.as_numpy(t.name) for t in io_spec.pipeline_spec().outputs}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from magnet_triton.server import TritonServer
@@ -127,8 +136,8 @@ def test_confidence_is_a_georeferenced_float_tiff_beside_the_class_map(server, t
     source = tmp_path / "deep.tif"
     crs, transform = write_geotiff(source, data)
     with MagnetClient(server.grpc_url) as client:
-        result = client.segment_raster(source, tmp_path / "out", bands=(1, 2, 3), outputs=["confidence"])
-    assert set(result.files) == {"confidence", "geotiff", "segmentation"}
+        result = client.segment_raster(source, tmp_path / "out", bands=(1, 2, 3), outputs=None)
+    assert set(result.files) == {"coarse", "confidence", "geotiff", "segmentation"}  # None: every map
     with rasterio.open(result.files["confidence"]) as written:
         assert written.crs == crs and written.transform == transform and written.dtypes[0] == "float32"
         confidence = written.read(1)
