@@ -14,6 +14,7 @@ from magnet_triton import io_spec
 from magnet_triton.client import deps
 from magnet_triton.client.base import (
     DEFAULT_URL,
+    ClientOptions,
     SegmentOptions,
     check_concurrency,
     image_shape,
@@ -133,6 +134,30 @@ class MagnetClient:
         self._triton_error = deps.inference_server_exception()
         self._client = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
         self._limits: ServedLimits | None = None
+
+    @classmethod
+    def from_options(cls, options: ClientOptions) -> MagnetClient:
+        """A client with the options of another (:attr:`options`): the asyncio client's raster runs
+        use one in their worker thread."""
+        return cls(
+            options.url,
+            timeout_s=options.timeout_s,
+            retries=options.retry.retries,
+            retry_backoff_s=options.retry.backoff_s,
+            retry_max_backoff_s=options.retry.max_backoff_s,
+            ssl=options.ssl,
+            root_certificates_path=options.root_certificates_path,
+            private_key_path=options.private_key_path,
+            certificate_chain_path=options.certificate_chain_path,
+            cuda_device_id=options.cuda_device_id,
+            collect_server_timings=options.collect_server_timings,
+            headers=options.headers,
+            deadline_s=options.deadline_s,
+            model=options.model,
+            model_version=options.model_version,
+            priority=options.priority,
+            server_timeout_s=options.server_timeout_s,
+        )
 
     @property
     def url(self) -> str:

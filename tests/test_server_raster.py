@@ -199,3 +199,26 @@ def test_a_window_option_over_the_served_limit_is_refused_before_sending(server,
         pytest.raises(MagnetError, match=r"over the server's limit of 360000"),
     ):
         client.segment_raster(source, tmp_path / "out", window_size=(650, 650))
+
+
+def test_the_asyncio_client_segments_a_raster_as_the_synchronous_one_does(server, tmp_path):
+    import asyncio
+
+    from PIL import Image
+
+    from magnet_triton.client import AsyncMagnetClient
+
+    image = tiled_scene(700, 650)  # two windows
+    source = tmp_path / "big.tif"
+    write_geotiff(source, image.transpose(2, 0, 1))
+
+    async def segment() -> object:
+        async with AsyncMagnetClient(server.grpc_url) as client:
+            return await client.segment_raster(source, tmp_path / "async")
+
+    result = asyncio.run(segment())
+    assert result.plan.tiled
+    with MagnetClient(server.grpc_url) as client:
+        expected = client.segment_raster(source, tmp_path / "sync")
+    with Image.open(result.files["segmentation"]) as a, Image.open(expected.files["segmentation"]) as b:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
