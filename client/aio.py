@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -42,8 +44,15 @@ from magnet_triton.client.result import (
 )
 from magnet_triton.client.shm import UNREGISTER_RETRY_DELAYS_S, Region, still_in_use
 
+if TYPE_CHECKING:
+    from magnet_triton.client.raster_run import RasterResult
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class _RasterRunCancelled(Exception):
+    """Raised in a raster run's worker thread once its awaiting call was cancelled."""
 
 
 class AsyncMagnetClient:
@@ -186,6 +195,42 @@ class AsyncMagnetClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    async def segment_raster(
+        self, path: str | os.PathLike, out: str | os.PathLike, **kwargs: Any
+    ) -> RasterResult:
+        """:meth:`MagnetClient.segment_raster`, awaited (same arguments and errors).
+
+        GDAL's reads and writes block, so the run goes on in a worker thread, with a synchronous client
+        of the same server and options; ``progress`` is called in that thread. Cancelling this call
+        stops the run when its next window comes back (none is sent after it) and discards its maps
+        unless every window was already in.
+        """
+        from magnet_triton.client.core import MagnetClient
+
+        stop = threading.Event()
+        progress = kwargs.pop("progress", None)
+
+        def checked(done: int, total: int) -> None:
+            if stop.is_set():
+                raise _RasterRunCancelled
+            if progress is not None:
+                progress(done, total)
+
+        def run() -> RasterResult | None:
+            with MagnetClient.from_options(self.options) as client:
+                try:
+                    return client.segment_raster(path, out, progress=checked, **kwargs)
+                except _RasterRunCancelled:
+                    return None
+
+        try:
+            result = await asyncio.to_thread(run)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        assert result is not None  # only a cancelled run returns None, and then this is not reached
+        return result
 
     async def health(self) -> dict[str, Any]:
         """See :meth:`MagnetClient.health`."""

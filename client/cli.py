@@ -16,6 +16,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from magnet_triton.client.cli_raster import (
+    add_raster_arguments,
+    check_raster_arguments,
+    is_raster_input,
+    raster_files,
+    run_rasters,
+)
 from magnet_triton.client.errors import (
     BadRequestError,
     ConnectionFailedError,
@@ -142,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment image files (or every image of a folder, or a quoted glob). Writes "
         "OUT/<stem>.png, a palette PNG whose pixels are the class indices (it opens in colour), and on "
         "request OUT/<stem>_coarse.png, OUT/<stem>_confidence.tiff (float32) and OUT/<stem>_overlay.png. "
+        "Rasters (.tif/.tiff with the raster extra, or any file with --bands/--scale) are read here, "
+        "window by window when over the server's pixel limit, and a georeferenced one also gives "
+        "OUT/<stem>_classes.tif, a Cloud-Optimised GeoTIFF with its CRS and transform. "
         "Each file is written whole or not at all, so --resume after an interruption skips what is done.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -191,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send pixels through system shared memory (implies --raw; the server must run on this machine)",
     )
     segment.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_raster_arguments(segment)
     segment.set_defaults(run=run_segment)
 
     health = commands.add_parser(
@@ -305,18 +316,32 @@ def run_segment(args: argparse.Namespace) -> int:
         raise BadRequestError(
             "--progressive streams class maps alone: leave out --save, --raw and --shared-memory"
         )
+    check_raster_arguments(args)
     images = _check_inputs(args.images)
     overrides = options_from_args(args)
     segment_options(outputs=save, **overrides)  # a bad override fails once here, not once per image
     raw = args.raw or args.shared_memory
+    rasters = {p for p in images if is_raster_input(p, args)}
+    if rasters and args.progressive:
+        raise BadRequestError(
+            f"--progressive streams whole images; {sorted(map(str, rasters))[0]} is read as a raster: "
+            "segment rasters without --progressive"
+        )
+
+    def outputs_of(path: Path) -> list[Path]:
+        if path in rasters:
+            return raster_files(path, args, save)
+        return _outputs_of(path, args.out, save, args.overlay)
+
     skipped = 0
     if args.resume:
-        done = [p for p in images if all(f.is_file() for f in _outputs_of(p, args.out, save, args.overlay))]
+        done = [p for p in images if all(f.is_file() for f in outputs_of(p))]
         skipped, images = len(done), [p for p in images if p not in set(done)]
     for path in images:  # what a run killed mid-write left: the temporaries of the files to write again
-        for output in _outputs_of(path, args.out, save, args.overlay):
+        for output in outputs_of(path):
             for partial in output.parent.glob(f".{glob.escape(output.name)}.*"):
                 partial.unlink(missing_ok=True)
+    plain = [p for p in images if p not in rasters]
     with _client(args) as client:
         needs_classes = args.palette == "auto" and (args.overlay or not args.grey) and images
         num_classes = client.num_classes() if needs_classes else None
@@ -360,12 +385,12 @@ def run_segment(args: argparse.Namespace) -> int:
             logging.getLogger(__name__).info("%s: %.2f s", path, result.latency_s)
 
         status, written = EXIT_OK, 0
-        bar = ProgressBar(len(images), enabled=None if not args.quiet else False)
+        bar = ProgressBar(len(plain), enabled=None if not args.quiet and plain else False)
         with (
             bar,
             ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="magnet-client") as pool,
         ):
-            futures: dict[Future[None], Path] = {pool.submit(process, path): path for path in images}
+            futures: dict[Future[None], Path] = {pool.submit(process, path): path for path in plain}
             try:
                 for future in as_completed(futures):
                     bar.update()
@@ -380,6 +405,16 @@ def run_segment(args: argparse.Namespace) -> int:
             finally:
                 for future in futures:
                     future.cancel()
+        if rasters and status != EXIT_CONNECTION:
+            raster_status, raster_written = run_rasters(
+                client,
+                [p for p in images if p in rasters],
+                args,
+                save=save,
+                palette=palette,
+                overrides=overrides,
+            )
+            status, written = max(status, raster_status), written + raster_written
     if not args.quiet:
         already = f" ({skipped} already there, skipped)" if skipped else ""
         print(f"wrote {written} of {len(images)} class maps to {args.out}{already}")

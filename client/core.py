@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from magnet_triton import io_spec
 from magnet_triton.client import deps
 from magnet_triton.client.base import (
     DEFAULT_URL,
+    ClientOptions,
     SegmentOptions,
     check_concurrency,
     image_shape,
@@ -28,6 +30,7 @@ from magnet_triton.client.base import (
     segment_options,
 )
 from magnet_triton.client.errors import MagnetClientError, RequestTimeoutError, from_triton, stream_error
+from magnet_triton.client.limits import ServedLimits, limits_from_config
 from magnet_triton.client.request import ImageInput, Request, prepare_progressive
 from magnet_triton.client.result import (
     STATISTICS_RETRY_DELAYS_S,
@@ -42,6 +45,9 @@ from magnet_triton.client.result import (
     timings_complete,
 )
 from magnet_triton.client.shm import UNREGISTER_RETRY_DELAYS_S, Region, still_in_use
+
+if TYPE_CHECKING:
+    from magnet_triton.client.raster_run import RasterResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,6 +133,31 @@ class MagnetClient:
         self._grpc = deps.grpc()
         self._triton_error = deps.inference_server_exception()
         self._client = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
+        self._limits: ServedLimits | None = None
+
+    @classmethod
+    def from_options(cls, options: ClientOptions) -> MagnetClient:
+        """A client with the options of another (:attr:`options`): the asyncio client's raster runs
+        use one in their worker thread."""
+        return cls(
+            options.url,
+            timeout_s=options.timeout_s,
+            retries=options.retry.retries,
+            retry_backoff_s=options.retry.backoff_s,
+            retry_max_backoff_s=options.retry.max_backoff_s,
+            ssl=options.ssl,
+            root_certificates_path=options.root_certificates_path,
+            private_key_path=options.private_key_path,
+            certificate_chain_path=options.certificate_chain_path,
+            cuda_device_id=options.cuda_device_id,
+            collect_server_timings=options.collect_server_timings,
+            headers=options.headers,
+            deadline_s=options.deadline_s,
+            model=options.model,
+            model_version=options.model_version,
+            priority=options.priority,
+            server_timeout_s=options.server_timeout_s,
+        )
 
     @property
     def url(self) -> str:
@@ -367,6 +398,46 @@ class MagnetClient:
             return num_classes_from_config(config)
 
         return self._with_retries("reading the model config", self.options.names.backbone, once)
+
+    def served_limits(self) -> ServedLimits:
+        """What the served pipeline admits: its pixel limit and its preset's patch size (read from its
+        config once, then kept: a repository's limit changes only with a new export)."""
+        if self._limits is None:
+
+            def once(attempt: int) -> ServedLimits:
+                config = self._client.get_model_config(
+                    self.options.names.pipeline, as_json=True, **self.options.call_kwargs()
+                )
+                return limits_from_config(config)
+
+            self._limits = self._with_retries("reading the model config", self.options.names.pipeline, once)
+            if not self._limits.stated:
+                log.warning(
+                    "%s states no pixel limit; assuming the pipeline's default of %d",
+                    self.options.names.pipeline,
+                    self._limits.max_image_pixels,
+                )
+        return self._limits
+
+    def segment_raster(self, path: str | os.PathLike, out: str | os.PathLike, **kwargs: Any) -> RasterResult:
+        """Segment a raster (GeoTIFF, COG, ... read with rasterio, the ``raster`` extra) of any size,
+        window by window, and write its maps into the folder ``out``: a palette PNG, a GeoTIFF with the
+        input's CRS and transform when it has them, and on request the coarse map and the confidence.
+
+        A raster over the server's pixel limit (:meth:`served_limits`) is cut into overlapping windows,
+        read one at a time, and stitched at the centre lines of the overlaps; memory stays bounded by
+        the windows in flight. The keyword arguments (``bands``, ``scaling``, ``outputs``, ``overlap``,
+        ``window_size``, ``progress``, the per-request overrides, ...) are those of
+        :func:`magnet_triton.client.raster_run.segment_raster`.
+
+        Raises:
+            MagnetError: the raster cannot be used as asked; the message says what to pass (a
+                4-band file without ``bands``, 16-bit samples with ``scaling="none"``, no rasterio).
+            the errors of :meth:`segment`.
+        """
+        from magnet_triton.client.raster_run import segment_raster
+
+        return segment_raster(self, path, out, **kwargs)
 
     # -- internals ---------------------------------------------------------------------------------
     def _segment(self, image: ImageInput, options: SegmentOptions) -> SegmentResult:

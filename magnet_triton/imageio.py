@@ -43,6 +43,20 @@ _EIGHT_BIT_MODES = (
 MAX_DECODE_PIXELS = 64_000_000
 
 
+def align_pillow_guard(max_pixels: int) -> None:
+    """Raise Pillow's process-wide decompression-bomb guard to ``max_pixels`` where it is lower.
+
+    Pillow refuses on open past twice ``Image.MAX_IMAGE_PIXELS`` (about 179 MP by default), whatever
+    limit :func:`decode_image` is given; a process that decodes for one configured limit (the server's
+    decode step) calls this once so that the configured limit is the one that holds. Our own guard
+    still refuses on the declared size, before decoding.
+    """
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
+
+
 def decode_image(
     data: bytes, *, source: str = "the image", max_pixels: int = MAX_DECODE_PIXELS
 ) -> np.ndarray:
@@ -72,8 +86,17 @@ def decode_image(
             if img.mode not in _EIGHT_BIT_MODES:
                 raise MagnetError(
                     f"{source} is a {img.format} image with {img.mode!r} samples (more than 8 bits): "
-                    "convert it to 8-bit RGB first, choosing how to scale it"
+                    f"convert it to 8-bit RGB first, choosing how to scale it; {_RASTER_ADVICE}"
                 )
+            # Pillow opens 16-bit RGB TIFFs and PNGs as 8-bit "RGB" and keeps the high byte of each
+            # sample: the mode alone does not show it, the file's declared depth does.
+            deep = _declared_bits(img)
+            if deep > 8:
+                raise MagnetError(
+                    f"{source} is a {img.format} image with {deep}-bit samples, which would be cut to "
+                    f"8 bits: scale it to 8 bits first; {_RASTER_ADVICE}"
+                )
+            _check_tiff_bands(img, source)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 rgb = ImageOps.exif_transpose(img).convert("RGB")
@@ -98,6 +121,54 @@ def decode_image(
     if array.size == 0:
         raise MagnetError(f"{source} has no pixels")
     return array
+
+
+#: What a user with a deep or multiband image can do instead (the client reads it with rasterio).
+_RASTER_ADVICE = (
+    "magnet-client reads such files itself with the raster extra (pip install 'magnet-triton[raster]'), "
+    "choosing bands with --bands and the 8-bit scaling with --scale"
+)
+#: TIFF tags (numbers from the TIFF 6.0 specification).
+_BITS_PER_SAMPLE, _PHOTOMETRIC, _SAMPLES_PER_PIXEL, _EXTRA_SAMPLES = 258, 262, 277, 338
+#: Colour channels of each TIFF photometric interpretation Pillow decodes (0/1 grey, 2 RGB, 3 palette,
+#: 5 CMYK, 6 YCbCr, 8 CIELab).
+_TIFF_COLOUR_CHANNELS = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4, 6: 3, 8: 3}
+#: ExtraSamples values that mean alpha (associated, unassociated); 0 is an unspecified data band.
+_TIFF_ALPHA = (1, 2)
+
+
+def _declared_bits(img: Any) -> int:
+    """The deepest sample the file declares (TIFF BitsPerSample; a PNG's 16-bit raw mode), in bits;
+    8 for the formats that hold no deeper samples Pillow would open as 8-bit."""
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(_BITS_PER_SAMPLE, 8)
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    if img.format != "PNG":  # elsewhere a ";16" raw mode is a packed pixel (BMP's "BGR;16"), not a sample
+        return 8
+    for tile in img.tile:
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        found = re.search(r";(16|32)", rawmode) if isinstance(rawmode, str) else None
+        if found:
+            return int(found.group(1))
+    return 8
+
+
+def _check_tiff_bands(img: Any, source: str) -> None:
+    """Refuse a TIFF whose bands beyond its colour channels are data rather than alpha: converting to
+    RGB would drop them without a word."""
+    if img.format != "TIFF":
+        return
+    samples = int(img.tag_v2.get(_SAMPLES_PER_PIXEL, 1))
+    colour = _TIFF_COLOUR_CHANNELS.get(int(img.tag_v2.get(_PHOTOMETRIC, 1)), samples)
+    extra = img.tag_v2.get(_EXTRA_SAMPLES, ())
+    extra = extra if isinstance(extra, tuple) else (extra,)
+    alpha = sum(1 for e in extra if int(e) in _TIFF_ALPHA)
+    if samples > colour + alpha:
+        raise MagnetError(
+            f"{source} is a TIFF with {samples} bands, {samples - colour - alpha} of them neither colour "
+            f"nor alpha, which would be dropped: choose three bands; {_RASTER_ADVICE}"
+        )
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

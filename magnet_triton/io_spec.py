@@ -36,6 +36,13 @@ PROGRESSIVE_MODEL = "magnet_pipeline_progressive"
 
 _PREFIX_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 
+#: The pixel limit of the pipeline and the decode step when their config states none (``export``
+#: always writes one, ``max_image_pixels``): the final C x H x W float32 maps must fit in memory
+#: several times over (19 classes x 16 MP x 4 bytes = 1.2 GB per map).
+DEFAULT_MAX_IMAGE_PIXELS = 16 * 1024 * 1024
+#: The pipeline's config parameter that holds the limit (and says it in its refusals).
+MAX_IMAGE_PIXELS_PARAMETER = "max_image_pixels"
+
 
 @dataclass(frozen=True)
 class ModelNames:

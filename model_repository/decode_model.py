@@ -8,7 +8,7 @@ from typing import Any
 
 from magnet_triton import io_spec
 from magnet_triton.errors import MagnetError
-from magnet_triton.imageio import MAX_DECODE_PIXELS, decode_image
+from magnet_triton.imageio import align_pillow_guard, decode_image
 from magnet_triton.model_repository.config_params import model_parameters
 from magnet_triton.model_repository.responses import respond_to_each
 from magnet_triton.request_options import check_request_parameters
@@ -22,7 +22,13 @@ class TritonPythonModel:
 
         self.pb_utils = pb_utils
         params = model_parameters(args)
-        self.max_image_pixels = int(params.get("max_image_pixels", MAX_DECODE_PIXELS))
+        # The pipeline's limit and default, so both steps of the ensemble refuse the same images.
+        self.max_image_pixels = int(
+            params.get(io_spec.MAX_IMAGE_PIXELS_PARAMETER, io_spec.DEFAULT_MAX_IMAGE_PIXELS)
+        )
+        # This process decodes for this model alone, so Pillow's process-wide bomb guard can follow
+        # the config instead of cutting a larger configured limit short at its own 179 MP.
+        align_pillow_guard(self.max_image_pixels)
         self.model_name = args.get("model_name", io_spec.DECODE_MODEL)  # a preset prefix included
 
     def _decode(self, request: Any) -> Any:

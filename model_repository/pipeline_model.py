@@ -30,9 +30,8 @@ from magnet_triton.settings import Settings, settings_from_dict
 
 log = logging.getLogger(__name__)
 
-#: Refused above this many pixels unless the config says otherwise: the final C x H x W float32 maps
-#: must fit in memory several times over (19 classes x 16 MP x 4 bytes = 1.2 GB per map).
-DEFAULT_MAX_IMAGE_PIXELS = 16 * 1024 * 1024
+#: Refused above this many pixels unless the config says otherwise (the reason is in io_spec).
+DEFAULT_MAX_IMAGE_PIXELS = io_spec.DEFAULT_MAX_IMAGE_PIXELS
 
 
 def check_image_size(image: np.ndarray, max_pixels: int) -> None:

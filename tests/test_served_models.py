@@ -370,6 +370,23 @@ def test_the_decode_step_refuses_an_image_over_the_configured_limit_by_its_decla
     assert outputs_of(small)[io_spec.IMAGE].shape == (50, 50, 3)
 
 
+def test_the_decode_steps_configured_limit_holds_above_pillows_own_guard(monkeypatch):
+    from PIL import Image
+
+    from magnet_triton.model_repository.decode_model import TritonPythonModel
+    from magnet_triton.sample import png_declaring
+
+    fake_triton.install(monkeypatch)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # the step raises it; undone after
+    model = TritonPythonModel()
+    config = model_configs(TINY, RepositoryOptions(max_image_pixels=300_000_000))[io_spec.DECODE_MODEL]
+    model.initialize(triton_args(config, Path(".")))
+    (response,) = model.execute([request(encoded(png_declaring(20000, 20000)))])
+    # Pillow alone refuses past 179 MP, whatever the config says; the configured limit is the one named.
+    message = error_of(response, fake_triton.TritonError.INVALID_ARG)
+    assert "declares 20000x20000 = 400000000 pixels, over the limit of 300000000" in message
+
+
 def test_an_image_over_max_image_pixels_is_refused_with_the_limit_before_any_network_runs(
     pipeline, network_models
 ):
