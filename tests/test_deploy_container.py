@@ -86,7 +86,14 @@ def test_the_cpu_image_serves_a_mounted_repository_like_a_server_here(image, tmp
         with MagnetClient(f"127.0.0.1:{grpc_port}") as client:
             served = client.segment(picture, outputs=()).segmentation
         np.testing.assert_array_equal(served, expected)
-        logs = docker("logs", name).stdout
-        assert "serving" in logs, logs
+
+        # serve prints "serving" after Triton is ready (it lists the models and the memory plan first);
+        # `docker logs` replays the container's stdout and stderr on two streams of its own.
+        def logs() -> str:
+            done = docker("logs", name)
+            return done.stdout + done.stderr
+
+        wait_until(lambda: "serving; Ctrl-C or SIGTERM stops" in logs(), "serve's serving line", timeout_s=60)
+        assert "<admin key>" in logs()  # the generated key is not written to the container's log
     finally:
         docker("rm", "-f", name, check=False)

@@ -95,6 +95,31 @@ def test_asking_for_http_restricts_it_with_the_same_key():
     assert "--allow-http=false" not in command
 
 
+def test_the_logged_command_line_hides_the_admin_key_that_tritonserver_is_given(caplog):
+    import logging
+
+    from magnet_triton.server import TritonServer
+
+    server = TritonServer(IDENTITY_REPO, http=True, admin_key=KEY)
+    server._ports = {"grpc": 1, "http": 2, "metrics": 3}  # command() needs ports; nothing is started
+    assert any(KEY.value in arg for arg in server.command())  # Triton takes it only as an argument
+    shown = server.command_for_log()
+    assert KEY.value not in shown
+    assert (
+        "--grpc-restricted-protocol=shared-memory,model-repository,logging,trace:magnet-admin-key=<admin key>"
+        in shown
+    )
+    # The line logged when the server starts is this one.
+    skip_without_tritonserver()
+    with (
+        caplog.at_level(logging.INFO, logger="magnet_triton.server.process"),
+        TritonServer(IDENTITY_REPO, admin_key=KEY),
+    ):
+        pass
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("starting ")]
+    assert len(started) == 1 and "<admin key>" in started[0] and KEY.value not in started[0]
+
+
 def test_a_bad_admin_key_is_refused_with_the_rule():
     with pytest.raises(ValueError, match="without spaces"):
         AdminKey("has space")

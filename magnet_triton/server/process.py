@@ -307,6 +307,14 @@ class TritonServer:
             cmd.insert(3, f"--cache-directory={install.cache_dir}")
         return [*cmd, *self.extra_args]
 
+    def command_for_log(self, cmd: Sequence[str] | None = None) -> str:
+        """The command line as a log may show it: the admin key replaced by ``<admin key>``.
+
+        Triton takes the key only as an argument, but logs are read by more people than ``ps`` is.
+        """
+        shown = " ".join(self.command() if cmd is None else cmd)
+        return shown if self.admin_key is None else shown.replace(self.admin_key.value, "<admin key>")
+
     def environment(self) -> dict[str, str]:
         """The server's environment: this one, with this Python's ``bin`` and the install's libraries first."""
         install = self._install or find_tritonserver()
@@ -367,7 +375,7 @@ class TritonServer:
             os.close(fd)
             self._log_path = Path(name)
         cmd = self.command()
-        log.info("starting %s", " ".join(cmd))
+        log.info("starting %s", self.command_for_log(cmd))
         # A restart appends: the end of the log of the server that died is what says why.
         restarting = self._user_log_path is not None and self._launches > 0
         self._launches += 1
