@@ -27,6 +27,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def _size_argument(text: str) -> tuple[int, int]:
+    # argparse shows an ArgumentTypeError's own message (a ValueError's becomes "invalid value").
+    try:
+        return parse_size(text)
+    except MagnetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def label_palette() -> np.ndarray:
     """256 x 3 uint8: the Cityscapes colours for train ids 0..18, black for the rest (255 = ignore)."""
     from magnet_triton.client.palettes import CITYSCAPES
@@ -111,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, metavar="S", help="seed of the first scene (default 0)"
     )
     parser.add_argument(
-        "--size", type=parse_size, default=(2048, 1024), metavar="WxH", help="default 2048x1024"
+        "--size", type=_size_argument, default=(2048, 1024), metavar="WxH", help="default 2048x1024"
     )
     parser.set_defaults(func=_run)
 

@@ -175,7 +175,7 @@ def _pole(
     foot = kerb + rng.uniform(0.0, 0.04) * h
     top = foot - rng.uniform(0.3, 0.45) * h
     grey = _jitter(rng, (95, 95, 100), 20)
-    cv.line((x, top), (x, foot), 5 * px, grey, c.POLE, texture=0.05)
+    cv.line((x, top), (x, foot), 4 * px, grey, c.POLE, texture=0.05)
     light = light or rng.random() < 0.3
     sign = sign or rng.random() < 0.4
     if light:

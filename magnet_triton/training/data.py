@@ -52,6 +52,7 @@ class SceneSet:
         from magnet_triton.imageio import read_class_map, read_image
         from magnet_triton.synthetic.command import scene_pairs
 
+        self.folder = Path(folder)
         self.settings = settings
         self.normalization = network_entry(settings.backbone).normalization
         self.stems: list[str] = []

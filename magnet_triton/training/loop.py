@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from magnet_triton.networks import build_network
 from magnet_triton.networks.checkpoint import load_checkpoint, save_checkpoint
 from magnet_triton.networks.registry import REFINER_NETWORK
 from magnet_triton.settings import Settings
+from magnet_triton.training.batch_norm import recalibrate_batch_norm
 from magnet_triton.training.data import Batch, SceneSet
 from magnet_triton.training.progress import Progress
 from magnet_triton.training.refiner_inputs import refiner_batch
@@ -53,6 +55,9 @@ class TrainConfig:
         precision: ``fp32``, or ``fp16`` / ``bf16`` autocast (fp16 with a grad scaler; CUDA only).
         seed: seeds the initial weights and every sampled crop.
         save_every: steps between state saves.
+        calibration_batches: batches whose statistics replace each network's BatchNorm running statistics
+            at the end of its phase (0: keep the running averages). A short run leaves them mostly at
+            their initial values (the refiner's momentum is 0.01), and inference uses them.
         half_checkpoints: write the ``.pth`` files' floating-point tensors in FP16 (half the size; the
             bundle loads them into FP32 networks).
     """
@@ -64,18 +69,18 @@ class TrainConfig:
     precision: str = "fp32"
     seed: int = 0
     save_every: int = 50
+    calibration_batches: int = 8
     half_checkpoints: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("steps", "refiner_steps", "batch", "save_every"):
+        for name in ("steps", "refiner_steps", "batch", "save_every", "calibration_batches"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < (1 if name != "refiner_steps" else 0)
-            ):
-                raise MagnetError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
-        if not self.lr > 0:
+            least = 0 if name in ("refiner_steps", "calibration_batches") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise MagnetError(
+                    f"--{name.replace('_', '-')} must be a whole number >= {least}, got {value!r}"
+                )
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise MagnetError(f"lr must be > 0, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise MagnetError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
@@ -132,6 +137,8 @@ def train(
 ) -> TrainResult:
     """Train every network of ``settings`` on ``data``, writing checkpoints and state under ``out``.
 
+    ``progress(name, first_step, total)`` makes a bar for each phase (``update(step, loss)``, ``close()``).
+
     Raises:
         MagnetError: ``out`` holds a run and ``resume`` is false, a resumed run's settings differ, or
             the precision needs a GPU.
@@ -139,82 +146,106 @@ def train(
     dev = torch.device(device)
     if config.precision == "fp16" and dev.type != "cuda":
         raise MagnetError("--precision fp16 needs --device cuda (use bf16 or fp32 on the CPU)")
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / STATE_FILE
-    state = _load_state(state_path, settings, config, resume)
-    names = phases(settings)
+    if data.settings != settings:
+        raise MagnetError(f"the scenes were prepared for {data.settings.name}, not {settings.name}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MagnetError(f"cannot create {out}: {e.strerror or e}") from e
+    state = _load_state(out / STATE_FILE, settings, config, resume)
     result = TrainResult()
-    backbone: torch.nn.Module | None = None
-    for phase_index, name in enumerate(names):
-        checkpoint = out / f"{name}.pth"
-        result.checkpoints[name] = checkpoint
+    for phase_index, name in enumerate(phases(settings)):
+        result.checkpoints[name] = out / f"{name}.pth"
         if state is not None and state["phase"] > phase_index:
             continue  # finished in an earlier call; its checkpoint is on disk
-        network = REFINER_NETWORK if name.startswith("refiner") else settings.backbone
-        torch.manual_seed(config.seed + phase_index)
-        model = build_network(network, settings.num_classes).to(dev)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
-        scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
-        rng = np.random.default_rng([config.seed, phase_index])
-        step = 0
-        if state is not None and state["phase"] == phase_index:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            rng.bit_generator.state = state["rng"]
-            torch.random.set_rng_state(state["torch_rng"])
-            step = int(state["step"])
-        total = config.steps if name == "backbone" else config.refiner_steps
-        if name != "backbone" and backbone is None:
-            backbone = build_network(settings.backbone, settings.num_classes)
-            load_checkpoint(backbone, out / "backbone.pth")
-            backbone = backbone.to(dev).eval()
-        sample = _sampler(name, settings, data, backbone, dev, config)
-        result.first_step[name] = step + 1
-        losses = result.losses.setdefault(name, [])
-        bar = progress(name, step, total) if progress is not None else None
-
-        def save(next_phase: bool) -> None:
-            save_checkpoint(_cpu_state(model, config.half_checkpoints), checkpoint)
-            _write_state(
-                state_path,
-                {
-                    "phase": phase_index + 1 if next_phase else phase_index,
-                    "step": 0 if next_phase else step,
-                    "model": _cpu_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng.bit_generator.state,
-                    "torch_rng": torch.random.get_rng_state(),
-                    "settings": settings.to_dict(),
-                    "config": asdict(config),
-                },
-            )
-
-        model.train()
-        while step < total:
-            batch = sample(rng)
-            with _autocast(dev, config.precision):
-                logits = model(batch.images.to(dev))
-                loss = F.cross_entropy(logits.float(), batch.labels.to(dev), ignore_index=IGNORE)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(step, losses[-1])
-            if step % config.save_every == 0 and step < total:
-                save(next_phase=False)
-        if bar is not None:
-            bar.close()
-        save(next_phase=True)
+        resumed = state if state is not None and state["phase"] == phase_index else None
+        _train_phase(settings, data, out, config, dev, phase_index, resumed, result, progress)
         state = None
-        if name == "backbone":
-            backbone = model.eval()
     _write_summary(out, settings, config, result)
     return result
+
+
+def _train_phase(
+    settings: Settings,
+    data: SceneSet,
+    out: Path,
+    config: TrainConfig,
+    dev: torch.device,
+    phase_index: int,
+    resumed: dict[str, Any] | None,
+    result: TrainResult,
+    progress: Callable[[str, int, int], Progress] | None,
+) -> None:
+    """One network: build (or restore), train to its step count, calibrate BN, save."""
+    name = phases(settings)[phase_index]
+    checkpoint = result.checkpoints[name]
+    network = REFINER_NETWORK if name.startswith("refiner") else settings.backbone
+    torch.manual_seed(config.seed + phase_index)
+    model = build_network(network, settings.num_classes).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+    rng = np.random.default_rng([config.seed, phase_index])
+    step = 0
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        rng.bit_generator.state = resumed["rng"]
+        torch.random.set_rng_state(resumed["torch_rng"])
+        step = int(resumed["step"])
+    total = config.steps if name == "backbone" else config.refiner_steps
+    backbone = None
+    if name != "backbone":
+        # Always the file, never the network just trained: a resumed run and an uninterrupted one then
+        # train the refiners on the same (possibly FP16-rounded) backbone.
+        backbone = build_network(settings.backbone, settings.num_classes)
+        load_checkpoint(backbone, out / "backbone.pth")
+        backbone = backbone.to(dev).eval()
+    sample = _sampler(name, settings, data, backbone, dev, config)
+    result.first_step[name] = step + 1
+    losses = result.losses.setdefault(name, [])
+
+    def save(next_phase: bool) -> None:
+        save_checkpoint(_cpu_state(model, config.half_checkpoints), checkpoint)
+        _write_state(
+            out / STATE_FILE,
+            {
+                "phase": phase_index + 1 if next_phase else phase_index,
+                "step": 0 if next_phase else step,
+                "model": _cpu_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.random.get_rng_state(),
+                "settings": settings.to_dict(),
+                "config": asdict(config),
+            },
+        )
+
+    bar = progress(name, step, total) if progress is not None else None
+    model.train()
+    while step < total:
+        batch = sample(rng)
+        with _autocast(dev, config.precision):
+            logits = model(batch.images.to(dev))
+            loss = F.cross_entropy(logits.float(), batch.labels.to(dev), ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(step, losses[-1])
+        if step % config.save_every == 0 and step < total:
+            save(next_phase=False)
+    if bar is not None:
+        bar.close()
+    if config.calibration_batches:
+        with _autocast(dev, config.precision):
+            batches = (sample(rng).images.to(dev) for _ in range(config.calibration_batches))
+            recalibrate_batch_norm(model, batches)
+    save(next_phase=True)
 
 
 def _sampler(
