@@ -7,6 +7,7 @@ the real networks take seconds on two cores; the code paths are those of the pre
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from magnet_triton.training.data import SceneSet
 from magnet_triton.training.loop import STATE_FILE, TrainConfig, phases, refiner_transitions, train
 from magnet_triton.training.progress import Progress
 from magnet_triton.training.refiner_inputs import coarse_window, refiner_batch
+from magnet_triton.training.settings_args import read_settings
 from tests.reference_data import official_layouts
 
 TINY = Settings(
@@ -233,3 +235,35 @@ def test_resuming_with_another_learning_rate_is_refused(finished_run, data) -> N
     out, _ = finished_run
     with pytest.raises(MagnetError, match="resume with the run's own lr"):
         train(TINY, data, out, TrainConfig(**{**CONFIG.__dict__, "lr": 1.0}), resume=True)
+
+
+# ---------------------------------------------------------------------- --settings FILE
+def test_a_settings_file_gives_back_the_settings_written(tmp_path) -> None:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY.to_dict()))
+    assert read_settings(path) == TINY
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"scales": [[64, 32]], "colour": 1}', "unknown setting"),
+    ],
+)
+def test_a_bad_settings_file_is_refused_with_its_name(tmp_path, text, message) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(MagnetError, match=message):
+        read_settings(path)
+    with pytest.raises(MagnetError, match="cannot read settings file"):
+        read_settings(tmp_path / "missing.json")
+
+
+def test_the_cpu_run_settings_are_cityscapes_at_a_quarter() -> None:
+    quarter = read_settings(Path(__file__).parents[1] / "benchmarks" / "training" / "cityscapes-quarter.json")
+    full = get_preset("cityscapes")
+    assert [(w * 4, h * 4) for w, h in quarter.scales] == list(full.scales)
+    assert (quarter.backbone, quarter.n_refiners, quarter.num_classes) == (full.backbone, 3, 19)
+    assert quarter.n_points * 16 == full.n_points

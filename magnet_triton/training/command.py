@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from magnet_triton.settings import PRESETS
+from magnet_triton.training.settings_args import add_model_arguments
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "backbone's fine and coarse predictions. Writes OUT/backbone.pth and OUT/refiner_N.pth (authors' "
         "layout) and OUT/train_state.pt, from which --resume continues an interrupted run.",
     )
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="the networks and scales")
+    add_model_arguments(parser)
     parser.add_argument(
         "--scenes", required=True, metavar="DIR", help="folder with images/ and labels/ (synthesize)"
     )
@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from magnet_triton.errors import MagnetError
-    from magnet_triton.settings import get_preset
     from magnet_triton.training.data import SceneSet
     from magnet_triton.training.loop import TrainConfig, train
     from magnet_triton.training.progress import Progress
+    from magnet_triton.training.settings_args import settings_from_args
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise MagnetError(f"--device {args.device} asked for, but PyTorch sees no CUDA GPU; use --device cpu")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         calibration_batches=args.calibration_batches,
         half_checkpoints=args.half_checkpoints,
     )
-    settings = get_preset(args.preset)
+    settings = settings_from_args(args)
     data = SceneSet(args.scenes, settings)
     print(f"{len(data)} scenes from {args.scenes}; preset {settings.name}; writing to {args.out}")
     result = train(

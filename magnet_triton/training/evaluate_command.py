@@ -12,6 +12,7 @@ from pathlib import Path
 
 from magnet_triton.errors import MagnetError
 from magnet_triton.settings import PRESETS
+from magnet_triton.training.settings_args import add_model_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "methods of the MagNet paper and the same networks, score them (mIoU, per-class IoU, mBA) and "
         "write a Markdown table and a figure of crops.",
     )
-    parser.add_argument(
-        "--preset",
-        required=True,
-        choices=sorted(p for p in PRESETS if not p.endswith("-fast")),
-        help="the full preset; MagNet-Fast runs it with its fast_n_patches and 0.9 of the points",
-    )
+    # A -fast preset is MagNet-Fast already; the table derives MagNet-Fast from the full one.
+    add_model_arguments(parser, sorted(p for p in PRESETS if not p.endswith("-fast")))
     parser.add_argument("--scenes", required=True, metavar="DIR", help="folder with images/ and labels/")
     parser.add_argument("--out", required=True, metavar="DIR", help="where the table, figure and maps go")
     parser.add_argument(
@@ -61,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
     from magnet_triton.client.palettes import get_palette
     from magnet_triton.local import load_networks
-    from magnet_triton.settings import get_preset
     from magnet_triton.synthetic.classes import THIN
     from magnet_triton.training.comparison import compare_methods, markdown_table, per_class_table
     from magnet_triton.training.crops import write_crop_figure
+    from magnet_triton.training.settings_args import settings_from_args
 
-    settings = get_preset(args.preset)
+    settings = settings_from_args(args)
     if args.max_batch < 1:
         raise MagnetError(f"--max-batch must be >= 1, got {args.max_batch}")
     if args.crops < 0:
