@@ -237,6 +237,20 @@ def test_resuming_with_another_learning_rate_is_refused(finished_run, data) -> N
         train(TINY, data, out, TrainConfig(**{**CONFIG.__dict__, "lr": 1.0}), resume=True)
 
 
+@pytest.mark.slow
+def test_refiners_alone_train_on_a_given_backbone(finished_run, data, tmp_path) -> None:
+    finished, _ = finished_run
+    config = TrainConfig(
+        **{**CONFIG.__dict__, "refiner_steps": 2, "backbone_from": str(finished / "backbone.pth")}
+    )
+    result = train(TINY, data, tmp_path, config)
+    assert "backbone" not in result.losses and [len(result.losses[f"refiner_{r}"]) for r in (1, 2)] == [2, 2]
+    given, copied = read_checkpoint(finished / "backbone.pth"), read_checkpoint(tmp_path / "backbone.pth")
+    assert given.keys() == copied.keys() and all(torch.equal(given[k], copied[k]) for k in given)
+    with pytest.raises(MagnetError, match=r"checkpoint file not found: none\.pth"):
+        train(TINY, data, tmp_path / "other", TrainConfig(steps=1, refiner_steps=1, backbone_from="none.pth"))
+
+
 # ---------------------------------------------------------------------- --settings FILE
 def test_a_settings_file_gives_back_the_settings_written(tmp_path) -> None:
     path = tmp_path / "tiny.json"

@@ -53,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="batches that set BatchNorm statistics at each phase's end (default 8; 0 keeps them)",
     )
     parser.add_argument(
+        "--backbone-from",
+        metavar="FILE",
+        help="train only the refiners, on this backbone checkpoint (authors' layout; copied to OUT)",
+    )
+    parser.add_argument(
         "--half-checkpoints", action="store_true", help="write the .pth files in FP16 (half the size)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         calibration_batches=args.calibration_batches,
         half_checkpoints=args.half_checkpoints,
+        backbone_from=args.backbone_from,
     )
     settings = settings_from_args(args)
     data = SceneSet(args.scenes, settings)
@@ -90,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, path in result.checkpoints.items():
         losses = result.losses.get(name)
-        tail = f"final loss {sum(losses[-10:]) / len(losses[-10:]):.4f}" if losses else "done earlier"
+        if losses:
+            tail = f"final loss {sum(losses[-10:]) / len(losses[-10:]):.4f}"
+        elif name == "backbone" and args.backbone_from:
+            tail = f"copied from {args.backbone_from}"
+        else:
+            tail = "done earlier"
         print(f"{name}: {path} ({tail})")
     return 0

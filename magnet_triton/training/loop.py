@@ -58,6 +58,9 @@ class TrainConfig:
         calibration_batches: batches whose statistics replace each network's BatchNorm running statistics
             at the end of its phase (0: keep the running averages). A short run leaves them mostly at
             their initial values (the refiner's momentum is 0.01), and inference uses them.
+        backbone_from: a backbone checkpoint (authors' layout) to train the refiners on instead of
+            training one: the backbone phase copies it to ``OUT/backbone.pth``, as the authors train
+            their refiners on a finished backbone.
         half_checkpoints: write the ``.pth`` files' floating-point tensors in FP16 (half the size; the
             bundle loads them into FP32 networks).
     """
@@ -71,6 +74,7 @@ class TrainConfig:
     save_every: int = 50
     calibration_batches: int = 8
     half_checkpoints: bool = False
+    backbone_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "refiner_steps", "batch", "save_every", "calibration_batches"):
@@ -159,6 +163,10 @@ def train(
         if state is not None and state["phase"] > phase_index:
             continue  # finished in an earlier call; its checkpoint is on disk
         resumed = state if state is not None and state["phase"] == phase_index else None
+        if name == "backbone" and config.backbone_from is not None:
+            _copy_backbone(settings, Path(config.backbone_from), out)
+            state = None
+            continue
         _train_phase(settings, data, out, config, dev, phase_index, resumed, result, progress)
         state = None
     _write_summary(out, settings, config, result)
@@ -246,6 +254,13 @@ def _train_phase(
             batches = (sample(rng).images.to(dev) for _ in range(config.calibration_batches))
             recalibrate_batch_norm(model, batches)
     save(next_phase=True)
+
+
+def _copy_backbone(settings: Settings, source: Path, out: Path) -> None:
+    """Check ``source`` fits the preset's backbone (strictly) and write it as ``OUT/backbone.pth``."""
+    model = build_network(settings.backbone, settings.num_classes)
+    load_checkpoint(model, source)
+    save_checkpoint(_cpu_state(model), out / "backbone.pth")
 
 
 def _sampler(
