@@ -281,3 +281,11 @@ def test_the_cpu_run_settings_are_cityscapes_at_a_quarter() -> None:
     assert [(w * 4, h * 4) for w, h in quarter.scales] == list(full.scales)
     assert (quarter.backbone, quarter.n_refiners, quarter.num_classes) == (full.backbone, 3, 19)
     assert quarter.n_points * 16 == full.n_points
+
+
+def test_synthesize_train_and_evaluate_are_commands(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(f"    {name} " in listed for name in ("synthesize", "train", "evaluate"))
