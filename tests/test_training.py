@@ -289,3 +289,7 @@ def test_synthesize_train_and_evaluate_are_commands(capsys) -> None:
     assert exit_info.value.code == 0
     listed = capsys.readouterr().out
     assert all(f"    {name} " in listed for name in ("synthesize", "train", "evaluate"))
+    for name in ("synthesize", "train", "evaluate"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0 and f"magnet-triton {name}" in capsys.readouterr().out
