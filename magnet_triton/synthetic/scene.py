@@ -32,8 +32,9 @@ def scene(width: int = 2048, height: int = 1024, seed: int = 0) -> tuple[np.ndar
     Returns:
         image: H x W x 3 uint8 RGB.
         labels: H x W uint8 Cityscapes train ids (:mod:`magnet_triton.synthetic.classes`), 255 where
-            the ego vehicle's bonnet is (ignore). Every class of ``classes.DRAWN`` is drawn; at 512 x 256
-            and above each survives what is drawn over it (below, a person may hide a strip of grass).
+            the ego vehicle's bonnet is (ignore). Every class of ``classes.DRAWN`` is drawn, but a later shape
+            can hide one: at 1024 x 512, seed 0's fence is behind the bus (seeds 0 to 11 at
+            512 x 256, 1 to 11 at 1024 x 512 and 0 to 3 at 2048 x 1024 show every class).
 
     The same ``(width, height, seed)`` always gives the same arrays.
 
