@@ -293,3 +293,19 @@ def test_synthesize_train_and_evaluate_are_commands(capsys) -> None:
         with pytest.raises(SystemExit) as exit_info:
             main([name, "--help"])
         assert exit_info.value.code == 0 and f"magnet-triton {name}" in capsys.readouterr().out
+
+
+def test_half_precision_checkpoints_load_into_the_bundles_networks(tmp_path) -> None:
+    from magnet_triton.networks.checkpoint import save_checkpoint
+    from magnet_triton.training.loop import cpu_state_dict
+
+    torch.manual_seed(0)
+    refiner = build_network("refinement", 19)
+    save_checkpoint(cpu_state_dict(refiner, half=True), tmp_path / "refiner.pth")
+    stored = read_checkpoint(tmp_path / "refiner.pth")
+    assert stored["conv1.weight"].dtype == torch.float16
+    assert stored["bn0.num_batches_tracked"].dtype == torch.int64  # integers stay as they are
+    loaded = build_network("refinement", 19)
+    load_checkpoint(loaded, tmp_path / "refiner.pth")
+    assert loaded.conv1.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.conv1.weight, refiner.conv1.weight, rtol=1e-3, atol=1e-4)

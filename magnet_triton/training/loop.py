@@ -109,7 +109,9 @@ def refiner_transitions(settings: Settings, refiner: int) -> list[int]:
     return [i for i in range(1, settings.num_scales) if settings.refiner_index(i) == refiner]
 
 
-def _cpu_state(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+def cpu_state_dict(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s state dict on the CPU; ``half`` stores floating-point tensors as float16
+    (integers, such as BN's ``num_batches_tracked``, stay int64)."""
     return {
         k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu().clone())
         for k, v in module.state_dict().items()
@@ -214,13 +216,13 @@ def _train_phase(
     losses = result.losses.setdefault(name, [])
 
     def save(next_phase: bool) -> None:
-        save_checkpoint(_cpu_state(model, config.half_checkpoints), checkpoint)
+        save_checkpoint(cpu_state_dict(model, config.half_checkpoints), checkpoint)
         _write_state(
             out / STATE_FILE,
             {
                 "phase": phase_index + 1 if next_phase else phase_index,
                 "step": 0 if next_phase else step,
-                "model": _cpu_state(model),
+                "model": cpu_state_dict(model),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": rng.bit_generator.state,
@@ -260,7 +262,7 @@ def _copy_backbone(settings: Settings, source: Path, out: Path) -> None:
     """Check ``source`` fits the preset's backbone (strictly) and write it as ``OUT/backbone.pth``."""
     model = build_network(settings.backbone, settings.num_classes)
     load_checkpoint(model, source)
-    save_checkpoint(_cpu_state(model), out / "backbone.pth")
+    save_checkpoint(cpu_state_dict(model), out / "backbone.pth")
 
 
 def _sampler(
