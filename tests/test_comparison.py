@@ -6,6 +6,7 @@ table's figures are the scores of the saved maps), not accuracy.
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -135,3 +136,20 @@ def test_the_evaluate_command_names_what_is_missing(tmp_path, capsys) -> None:
 def test_compare_methods_refuses_an_unknown_method(tmp_path) -> None:
     with pytest.raises(MagnetError, match="unknown method"):
         compare_methods(tmp_path, TINY, None, tmp_path, modes=("sliding",))
+
+
+@pytest.mark.slow
+def test_the_evaluate_command_writes_the_table_the_scores_and_the_figure(compared, tmp_path, capsys) -> None:
+    scenes, _ = compared
+    settings = tmp_path / "tiny.json"
+    settings.write_text(json.dumps(TINY.to_dict()))
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--settings", str(settings), "--scenes", str(scenes), "--out", str(out)]
+    assert main([*argv, "--random-weights", "0", "--crops", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| MagNet |" in printed and "wrote" in printed
+    assert (out / "table.md").read_text().count("\n| ") >= 4 + 19
+    record = json.loads((out / "comparison.json").read_text())
+    assert list(record["reports"]) == [mode for _, mode in METHODS] and len(record["stems"]) == 2
+    with Image.open(out / "crops.png") as figure:
+        assert figure.mode == "RGB" and figure.width > 4 * 16
