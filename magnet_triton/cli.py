@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "magnet_triton.server.command",
     "magnet_triton.server.probe_command",
     "magnet_triton.evaluate",
+    "magnet_triton.synthetic.command",
+    "magnet_triton.training.command",
+    "magnet_triton.training.evaluate_command",
     "magnet_triton.demo",
 )
 

@@ -29,7 +29,9 @@ def street_scene(width: int = 1024, height: int = 512, seed: int = 0) -> np.ndar
     """H x W x 3 uint8 RGB drawing of a street: sky, buildings with windows, trees, road, lanes, cars.
 
     Crude on purpose; what matters is large regions with clear boundaries and some texture, like the
-    Cityscapes scenes the default preset expects (2:1 aspect ratio).
+    Cityscapes scenes the default preset expects (2:1 aspect ratio). Its pixels are fixed: golden files,
+    INT8 calibration and recorded benchmarks depend on them. Scenes with exact labels, for training and
+    evaluation, are :mod:`magnet_triton.synthetic`'s.
     """
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
