@@ -17,7 +17,7 @@ from magnet_triton.cli import main
 from magnet_triton.client.palettes import CITYSCAPES
 from magnet_triton.errors import MagnetError
 from magnet_triton.local import load_networks
-from magnet_triton.settings import Settings, get_preset
+from magnet_triton.settings import get_preset
 from magnet_triton.synthetic.command import synthesize
 from magnet_triton.training.comparison import (
     METHODS,
@@ -27,17 +27,7 @@ from magnet_triton.training.comparison import (
     per_class_table,
 )
 from magnet_triton.training.crops import HEADER, choose_crops, rank_windows, render
-
-TINY = Settings(
-    name="tiny",
-    scales=((32, 16), (64, 32), (128, 64)),
-    crop_size=(32, 16),
-    input_size=(32, 16),
-    num_classes=19,
-    backbone="hrnet18+ocr",
-    n_refiners=2,
-    n_points=0.5,
-)
+from tests.tiny_repository import TINY_STREET as TINY
 
 
 @pytest.fixture(scope="module")

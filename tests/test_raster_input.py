@@ -15,29 +15,9 @@ from magnet_triton.raster.bands import (
     resolve_ranges,
     to_rgb8,
 )
+from tests.raster_files import write_geotiff
 
 rasterio = pytest.importorskip("rasterio", reason="rasterio (the raster extra) is not installed")
-
-
-def write_geotiff(path, data, *, crs="EPSG:32631", transform=None, **profile):
-    """``data`` (bands x H x W) as a GeoTIFF at ``path``; returns the transform written."""
-    from rasterio.transform import from_origin
-
-    transform = transform or from_origin(440_000.0, 5_300_000.0, 0.5, 0.5)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=data.shape[1],
-        width=data.shape[2],
-        count=data.shape[0],
-        dtype=data.dtype.name,
-        crs=crs,
-        transform=transform,
-        **profile,
-    ) as ds:
-        ds.write(data)
-    return transform
 
 
 def sixteen_bit_bands(height=40, width=60, bands=4, seed=0):

@@ -13,6 +13,7 @@ import pytest
 
 from magnet_triton import io_spec
 from magnet_triton.client import MagnetClient, cli
+from tests.raster_files import write_geotiff
 from tests.tiny_repository import build_tiny_repository, scene, skip_without_tritonserver
 
 pytestmark = pytest.mark.server
@@ -51,28 +52,6 @@ def server(tmp_path_factory):
     repository = build_tiny_repository(tmp_path_factory.mktemp("raster"), max_image_pixels=LIMIT)
     with TritonServer(repository, log_path=repository.parent / "server.log") as running:
         yield running
-
-
-def write_geotiff(path, data, **profile):
-    """``data`` (bands x H x W) as a GeoTIFF in UTM 31N with half-metre pixels; returns (crs, transform)."""
-    from rasterio.crs import CRS
-    from rasterio.transform import from_origin
-
-    crs, transform = CRS.from_epsg(32631), from_origin(440_000.0, 5_300_000.0, 0.5, 0.5)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=data.shape[1],
-        width=data.shape[2],
-        count=data.shape[0],
-        dtype=data.dtype.name,
-        crs=crs,
-        transform=transform,
-        **profile,
-    ) as ds:
-        ds.write(data)
-    return crs, transform
 
 
 def deep_scene(height: int, width: int) -> np.ndarray:

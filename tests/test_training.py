@@ -19,7 +19,7 @@ from magnet_triton.cli import main
 from magnet_triton.errors import MagnetError
 from magnet_triton.networks import build_network
 from magnet_triton.networks.checkpoint import load_checkpoint, read_checkpoint
-from magnet_triton.settings import Settings, get_preset
+from magnet_triton.settings import get_preset
 from magnet_triton.synthetic.command import synthesize
 from magnet_triton.training.batch_norm import recalibrate_batch_norm
 from magnet_triton.training.data import SceneSet
@@ -28,17 +28,8 @@ from magnet_triton.training.progress import Progress
 from magnet_triton.training.refiner_inputs import coarse_window, refiner_batch
 from magnet_triton.training.settings_args import read_settings
 from tests.reference_data import official_layouts
+from tests.tiny_repository import TINY_STREET as TINY
 
-TINY = Settings(
-    name="tiny",
-    scales=((32, 16), (64, 32), (128, 64)),
-    crop_size=(32, 16),
-    input_size=(32, 16),
-    num_classes=19,
-    backbone="hrnet18+ocr",
-    n_refiners=2,
-    n_points=0.5,
-)
 CONFIG = TrainConfig(steps=6, refiner_steps=3, batch=2, lr=2e-3, save_every=2, calibration_batches=2, seed=0)
 
 

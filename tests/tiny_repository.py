@@ -30,6 +30,18 @@ TINY = Settings(
     smooth_kernel=3,
     fast_n_patches=2,
 )
+#: Street scenes at tiny sizes for the training and evaluation tests: the 19 Cityscapes classes and the
+#: authors' HRNet backbone, as the cityscapes presets, at 128 x 64.
+TINY_STREET = Settings(
+    name="tiny",
+    scales=((32, 16), (64, 32), (128, 64)),
+    crop_size=(32, 16),
+    input_size=(32, 16),
+    num_classes=19,
+    backbone="hrnet18+ocr",
+    n_refiners=2,
+    n_points=0.5,
+)
 
 
 def build_tiny_repository(
