@@ -290,7 +290,7 @@ class AsyncMagnetClient:
         raise AssertionError("unreachable: the last attempt raises")
 
     async def _send(self, request: Request, attempt: int) -> SegmentResult:
-        client, call_kwargs = self._channel(), self.options.infer_kwargs()
+        client, call_kwargs = self._channel(), self.options.infer_kwargs(request.outputs)
         region = make_region(request, self.options)
         try:
             if region is not None:

@@ -33,7 +33,7 @@ from magnet_triton.client.request import (
 from magnet_triton.client.retry import RetryPolicy
 from magnet_triton.client.shm import CudaRegion, Region, SystemRegion
 from magnet_triton.errors import MagnetError
-from magnet_triton.io_spec import DEADLINE_PARAMETER
+from magnet_triton.io_spec import DEADLINE_PARAMETER, OUTPUTS_PARAMETER
 
 log = logging.getLogger("magnet_triton.client")
 
@@ -149,15 +149,21 @@ class ClientOptions:
             kwargs["timeout"] = max(1, math.ceil(self.server_timeout_s * 1e6))
         return kwargs
 
-    def infer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the request's
-        ``deadline_ms``: ``deadline_s`` (past it the pipeline answers with the map refined so far), else
-        the timeout, so an abandoned request stops refining even behind the ensemble (Triton 24.10 does
-        not pass a cancelled ensemble request on to its steps)."""
+    def infer_kwargs(self, outputs: Sequence[str] | None = None) -> dict[str, Any]:
+        """Keyword arguments of a segmentation call: :meth:`call_kwargs`, and the request's parameters:
+        ``deadline_ms``, from ``deadline_s`` (past it the pipeline answers with the map refined so far),
+        else the timeout, so an abandoned request stops refining even behind the ensemble (Triton 24.10
+        does not pass a cancelled ensemble request on to its steps); and ``outputs`` (the names in
+        ``outputs``, None: every one), since the ensemble asks the pipeline for every map it maps."""
         kwargs = {**self.call_kwargs(), **self.request_kwargs()}
+        parameters: dict[str, Any] = {}
         budgets = [t for t in (self.deadline_s, self.timeout_s) if t is not None]
         if budgets:
-            kwargs["parameters"] = {DEADLINE_PARAMETER: max(1, math.ceil(min(budgets) * 1000))}
+            parameters[DEADLINE_PARAMETER] = max(1, math.ceil(min(budgets) * 1000))
+        if outputs is not None:
+            parameters[OUTPUTS_PARAMETER] = ",".join(outputs)
+        if parameters:
+            kwargs["parameters"] = parameters
         return kwargs
 
 

@@ -478,7 +478,7 @@ class MagnetClient:
             try:
                 before = self._statistics()
                 inputs = infer_inputs(self._grpc, request, region)
-                call_kwargs = self.options.infer_kwargs()
+                call_kwargs = self.options.infer_kwargs(request.outputs)
                 started = time.perf_counter()
                 response = self._client.infer(
                     request.model_name, inputs, outputs=requested_outputs(self._grpc, request), **call_kwargs

@@ -154,6 +154,11 @@ BATCH_AXIS = "batch"
 #: is the answer (``SCALES_DONE`` says how far it got). ``magnet-client`` sends its timeout as this too,
 #: since a deadline that passes on an ensemble request does not cancel its steps (Triton 24.10).
 DEADLINE_PARAMETER = "deadline_ms"
+#: The request parameter that names the outputs a client wants, comma-separated (``SEGMENTATION,CONFIDENCE``).
+#: An ensemble asks its steps for every output it maps, whatever its own client asked, so behind the
+#: ``magnet`` ensemble ``magnet_pipeline`` cannot tell from the requested outputs alone which maps it may
+#: skip; the client library sends this with every request (absent: every output).
+OUTPUTS_PARAMETER = "outputs"
 
 #: Triton dtype name -> numpy dtype. BYTES travels as numpy ``object`` arrays of ``bytes``.
 _NUMPY_DTYPES: dict[str, np.dtype] = {

@@ -181,7 +181,7 @@ TRITON_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", 
 
 
 def check_request_parameters(parameters: Mapping[str, Any]) -> None:
-    """Refuse a request parameter that is neither an option, ``deadline_ms`` nor Triton's own.
+    """Refuse a request parameter that is neither an option, ``deadline_ms``, ``outputs`` nor Triton's own.
 
     A misspelling (``n_patchs``) would otherwise be ignored and the request run with the defaults.
 
@@ -192,10 +192,11 @@ def check_request_parameters(parameters: Mapping[str, Any]) -> None:
     from magnet_triton.errors import UnknownParameter
 
     known = option_names()
+    ours_too = (io_spec.DEADLINE_PARAMETER, io_spec.OUTPUTS_PARAMETER)
     for name in parameters:
-        ours = name in known or name == io_spec.DEADLINE_PARAMETER
+        ours = name in known or name in ours_too
         if not ours and name not in TRITON_PARAMETERS and not name.startswith("triton_"):
-            listed = ", ".join([*known, io_spec.DEADLINE_PARAMETER])
+            listed = ", ".join([*known, *ours_too])
             raise UnknownParameter(f"unknown request parameter {name!r}; known: {listed}")
 
 

@@ -76,6 +76,25 @@ def request_overrides(request: Any, pb_utils: Any) -> dict[str, Any]:
     return raw
 
 
+def wanted_outputs(request: Any) -> set[str]:
+    """The outputs a request's ``outputs`` parameter names (the class map always), else every output.
+
+    Raises:
+        MagnetError: the parameter is not a comma-separated list of this model's outputs.
+    """
+    every = {t.name for t in io_spec.pipeline_spec().outputs}
+    raw = json.loads(request.parameters() or "{}").get(io_spec.OUTPUTS_PARAMETER)
+    if raw is None:
+        return every
+    names = {n.strip() for n in raw.split(",")} if isinstance(raw, str) else None
+    if names is None or not names <= every:
+        raise MagnetError(
+            f"request parameter {io_spec.OUTPUTS_PARAMETER} must name outputs among {sorted(every)}, "
+            f"comma-separated; got {raw!r}"
+        )
+    return names | {io_spec.SEGMENTATION}
+
+
 def stop_conditions(
     request: Any, started: float
 ) -> tuple[Callable[[], bool] | None, Callable[[], bool] | None]:
@@ -169,8 +188,9 @@ class TritonPythonModel:
         settings = apply_overrides(self.settings, request_overrides(request, pb))
         check_work(settings, self.max_patches, self.max_points)
         cancelled, out_of_time = stop_conditions(request, started)
-        # Triton lists every output when the client names none, so this only skips what was left out.
-        requested = set(request.requested_output_names())
+        # Triton lists every output when the client names none, so this only skips what was left out;
+        # behind the ensemble every output is requested, and the client's own choice is the parameter.
+        requested = set(request.requested_output_names()) & wanted_outputs(request)
         result = run_magnet(
             image,
             settings,

@@ -676,6 +676,18 @@ def test_the_client_sends_its_timeout_as_the_pipelines_deadline_rounded_up():
     assert sent(None) is None
 
 
+def test_the_client_names_the_outputs_it_asks_for_in_a_parameter_the_ensemble_passes_on():
+    from magnet_triton.client.base import ClientOptions
+    from magnet_triton.client.request import check_outputs
+
+    options = ClientOptions("h:1", None, RetryPolicy(retries=0))
+    alone = options.infer_kwargs(check_outputs(()))["parameters"]
+    assert alone == {io_spec.OUTPUTS_PARAMETER: f"{io_spec.SEGMENTATION},{io_spec.SCALES_DONE}"}
+    confidence = options.infer_kwargs(check_outputs(["confidence"]))["parameters"][io_spec.OUTPUTS_PARAMETER]
+    assert set(confidence.split(",")) == {io_spec.SEGMENTATION, io_spec.SCALES_DONE, io_spec.CONFIDENCE}
+    assert "parameters" not in options.infer_kwargs(None)  # every output: nothing to say
+
+
 def test_a_deadline_shorter_than_the_timeout_is_the_budget_sent_and_a_bad_one_is_refused():
     from magnet_triton.client.base import ClientOptions
 

@@ -283,6 +283,33 @@ def test_a_request_asking_only_for_the_segmentation_gets_only_the_segmentation(p
     np.testing.assert_array_equal(served[io_spec.SEGMENTATION], expected("downsample").segmentation)
 
 
+def test_behind_the_ensemble_the_outputs_parameter_says_which_maps_the_client_wants(pipeline, expected):
+    # The ensemble asks its pipeline step for every output it maps; the client's choice comes as the
+    # outputs parameter, and the maps it leaves out are neither computed nor sent.
+    every = request(image_input(), parameters={"mode": "downsample", "outputs": "SEGMENTATION,SCALES_DONE"})
+    confidence_too = request(image_input(), parameters={"mode": "downsample", "outputs": " CONFIDENCE"})
+    (alone, with_confidence) = pipeline.execute([every, confidence_too])
+    assert sorted(outputs_of(alone)) == [io_spec.SCALES_DONE, io_spec.SEGMENTATION]
+    np.testing.assert_array_equal(
+        outputs_of(alone)[io_spec.SEGMENTATION], expected("downsample").segmentation
+    )
+    # The class map always comes back, named or not.
+    assert sorted(outputs_of(with_confidence)) == [io_spec.CONFIDENCE, io_spec.SEGMENTATION]
+    np.testing.assert_array_equal(
+        outputs_of(with_confidence)[io_spec.CONFIDENCE], expected("downsample").confidence
+    )
+
+
+@pytest.mark.parametrize("value", ["SEGMENTATION,PROBABILITIES", 3, ""])
+def test_an_outputs_parameter_naming_no_output_of_the_pipeline_is_refused(pipeline, value):
+    (response,) = pipeline.execute(
+        [request(image_input(), parameters={"mode": "downsample", "outputs": value})]
+    )
+    message = error_of(response, fake_triton.TritonError.INVALID_ARG)
+    assert "request parameter outputs must name outputs among" in message
+    assert "SEGMENTATION" in message
+
+
 def test_an_override_applies_as_a_request_parameter_and_as_an_input_and_the_input_wins(pipeline, expected):
     downsample, magnet = expected("downsample").segmentation, expected("magnet").segmentation
     assert not np.array_equal(downsample, magnet), (
