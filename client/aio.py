@@ -25,6 +25,7 @@ from magnet_triton.client.base import (
     make_region,
     num_classes_from_config,
     prepare_request,
+    refuses_outputs_parameter,
     registration_failed,
     requested_outputs,
     segment_options,
@@ -108,6 +109,8 @@ class AsyncMagnetClient:
         self._grpc = deps.grpc()
         self._triton_error = deps.inference_server_exception()
         self._client: Any = None
+        #: Whether to name the outputs in a request parameter; False once the server refused it.
+        self._name_outputs = True
 
     @property
     def url(self) -> str:
@@ -290,7 +293,7 @@ class AsyncMagnetClient:
         raise AssertionError("unreachable: the last attempt raises")
 
     async def _send(self, request: Request, attempt: int) -> SegmentResult:
-        client, call_kwargs = self._channel(), self.options.infer_kwargs(request.outputs)
+        client = self._channel()
         region = make_region(request, self.options)
         try:
             if region is not None:
@@ -304,10 +307,23 @@ class AsyncMagnetClient:
             try:
                 before = await self._statistics()
                 inputs = infer_inputs(self._grpc, request, region)
+                wanted = requested_outputs(self._grpc, request)
                 started = time.perf_counter()
-                response = await client.infer(
-                    request.model_name, inputs, outputs=requested_outputs(self._grpc, request), **call_kwargs
-                )
+                try:
+                    response = await client.infer(
+                        request.model_name, inputs, outputs=wanted, **self._call_kwargs(request)
+                    )
+                except self._triton_error as e:
+                    if not (self._name_outputs and refuses_outputs_parameter(e)):
+                        raise
+                    self._name_outputs = False
+                    log.info(
+                        "%s does not take the outputs parameter (an older export); not sending it", self.url
+                    )
+                    started = time.perf_counter()
+                    response = await client.infer(
+                        request.model_name, inputs, outputs=wanted, **self._call_kwargs(request)
+                    )
                 latency_s = time.perf_counter() - started
                 timings = await self._timings(before, request.model_name) if before is not None else {}
             finally:
@@ -325,6 +341,9 @@ class AsyncMagnetClient:
             server_timings=timings,
             requested=request.outputs,
         )
+
+    def _call_kwargs(self, request: Request) -> dict[str, Any]:
+        return self.options.infer_kwargs(request.outputs if self._name_outputs else None)
 
     async def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:
         timings = statistics_delta(before, await self._statistics() or {})

@@ -251,6 +251,14 @@ def requested_outputs(grpc_module: Any, request: Request) -> list[Any] | None:
     return [grpc_module.InferRequestedOutput(name) for name in request.outputs]
 
 
+def refuses_outputs_parameter(error: BaseException) -> bool:
+    """Whether a server answered that it does not know the ``outputs`` request parameter: a repository
+    exported before it existed. The clients then send that server's requests without it (it computes
+    every map, as it always did) instead of failing every call that asks for fewer outputs."""
+    message = getattr(error, "message", lambda: str(error))()
+    return f"unknown request parameter '{OUTPUTS_PARAMETER}'" in (message or "")
+
+
 def registration_failed(error: BaseException, region: Region, url: str) -> MagnetClientError | None:
     """A :class:`SharedMemoryError` for a server that refused ``region``; None for errors the retry
     loop handles itself (the server was unreachable or slow)."""

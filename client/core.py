@@ -25,6 +25,7 @@ from magnet_triton.client.base import (
     num_classes_from_config,
     options_doc,
     prepare_request,
+    refuses_outputs_parameter,
     registration_failed,
     requested_outputs,
     segment_options,
@@ -133,6 +134,8 @@ class MagnetClient:
         self._grpc = deps.grpc()
         self._triton_error = deps.inference_server_exception()
         self._client = self._grpc.InferenceServerClient(self.options.url, **self.options.channel_kwargs())
+        #: Whether to name the outputs in a request parameter; False once the server refused it.
+        self._name_outputs = True
         self._limits: ServedLimits | None = None
 
     @classmethod
@@ -478,11 +481,23 @@ class MagnetClient:
             try:
                 before = self._statistics()
                 inputs = infer_inputs(self._grpc, request, region)
-                call_kwargs = self.options.infer_kwargs(request.outputs)
+                wanted = requested_outputs(self._grpc, request)
                 started = time.perf_counter()
-                response = self._client.infer(
-                    request.model_name, inputs, outputs=requested_outputs(self._grpc, request), **call_kwargs
-                )
+                try:
+                    response = self._client.infer(
+                        request.model_name, inputs, outputs=wanted, **self._call_kwargs(request)
+                    )
+                except self._triton_error as e:
+                    if not (self._name_outputs and refuses_outputs_parameter(e)):
+                        raise
+                    self._name_outputs = False
+                    log.info(
+                        "%s does not take the outputs parameter (an older export); not sending it", self.url
+                    )
+                    started = time.perf_counter()
+                    response = self._client.infer(
+                        request.model_name, inputs, outputs=wanted, **self._call_kwargs(request)
+                    )
                 latency_s = time.perf_counter() - started
                 timings = self._timings(before, request.model_name) if before is not None else {}
             finally:
@@ -500,6 +515,9 @@ class MagnetClient:
             server_timings=timings,
             requested=request.outputs,
         )
+
+    def _call_kwargs(self, request: Request) -> dict[str, Any]:
+        return self.options.infer_kwargs(request.outputs if self._name_outputs else None)
 
     def _timings(self, before: dict[str, Any], model_name: str) -> dict[str, dict[str, float]]:
         timings = statistics_delta(before, self._statistics() or {})

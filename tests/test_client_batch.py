@@ -170,3 +170,32 @@ def test_a_batch_killed_halfway_and_resumed_writes_every_output_once_and_whole(s
         expected = raw_outputs(server.grpc_url, pixels)
         with Image.open(out / f"{stem}.png") as written:  # whole: decodes and equals the server's map
             np.testing.assert_array_equal(np.asarray(written), expected[io_spec.SEGMENTATION])
+
+
+@pytest.mark.parametrize("client_class", ["sync", "async"])
+def test_a_server_that_does_not_know_the_outputs_parameter_still_gets_served(
+    server, monkeypatch, client_class
+):
+    # An older export refuses the parameter as unknown. The real server here knows "outputs", so the
+    # client is made to send a name it does not know, and must fall back to sending none.
+    import asyncio
+
+    from magnet_triton.client import AsyncMagnetClient, base
+
+    monkeypatch.setattr(base, "OUTPUTS_PARAMETER", "outputs_from_the_future")
+    picture = png_bytes(scene(60, 90, seed=4))
+    if client_class == "sync":
+        with MagnetClient(server.grpc_url, retries=0) as client:
+            first, second = client.segment(picture, outputs=()), client.segment(picture, outputs=())
+    else:
+
+        async def both():
+            async with AsyncMagnetClient(server.grpc_url, retries=0) as client:
+                return await client.segment(picture, outputs=()), await client.segment(picture, outputs=())
+
+        first, second = asyncio.run(both())
+    np.testing.assert_array_equal(first.segmentation, second.segmentation)
+    assert first.coarse_segmentation is None and first.confidence is None  # the maps asked for, still
+    # Any other refusal is not taken for this one: an unknown override still fails.
+    with MagnetClient(server.grpc_url, retries=0) as client, pytest.raises(BadRequestError, match="unknown"):
+        client.segment(picture, outputs=(), n_patchs=3)
