@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from magnet_triton import io_spec
 from magnet_triton.export.repository import read_manifest
 from magnet_triton.sample import png_declaring
 from magnet_triton.server import free_port
+from magnet_triton.server.allocator import CHOICES, SYSTEM, choose_allocator
 from magnet_triton.server.stubs import cpu_ticks, live_stubs
 
 KILLABLE = (
@@ -325,22 +327,24 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _high_water_growth(
-    memory: list[dict[str, Any]], duration_s: float, key: str = "rss_mib"
+    memory: list[dict[str, Any]], duration_s: float, key: str = "rss_mib", statistic: Callable = max
 ) -> tuple[float | None, float | None, float | None]:
-    """(growth, first peak, last peak) of the high-water mark of ``memory[i][key]``, after warm-up (the
+    """(growth, first, last) of ``statistic`` of ``memory[i][key]`` over a window, after warm-up (the
     first fifth).
 
-    The peak of the second fifth of the run against the peak of the last fifth. Single samples would
-    measure where the requests in flight happen to be (a pipeline stub's memory rises and falls by a GB
-    within each request); a leak shows as a higher high-water mark at the end.
+    The second fifth of the run against the last fifth. Single samples would measure where the requests
+    in flight happen to be (a pipeline stub's memory rises and falls by a GB within each request). With
+    ``max`` (the high-water mark) a leak shows as a higher peak at the end, but so does a moment when more
+    requests overlap; with ``np.median`` (the level most samples sit at) neither such a moment nor the
+    dip while a killed stub reloads moves it, and a leak still does.
     """
     fifth = duration_s / 5
 
-    def peak(start: float, end: float) -> float | None:
+    def over(start: float, end: float) -> float | None:
         values = [m[key] for m in memory if start <= m["t"] < end and key in m]
-        return max(values) if values else None
+        return float(statistic(values)) if values else None
 
-    first, last = peak(fifth, 2 * fifth), peak(4 * fifth, float("inf"))
+    first, last = over(fifth, 2 * fifth), over(4 * fifth, float("inf"))
     if first is None or last is None:
         return None, first, last
     return (last - first) / first, first, last
@@ -411,6 +415,7 @@ def summarize(soak: Soak) -> dict[str, Any]:
         "pss_mib": _memory_trend(memory, soak.duration_s, "pss_mib"),
         "private_mib": _memory_trend(memory, soak.duration_s, "private_mib"),
         "by_role_peak_mib": _role_peaks(memory, soak.duration_s),
+        "by_role_median_mib": _role_peaks(memory, soak.duration_s, np.median),
         "shm_mib_max": max((m["shm_mib"] for m in memory), default=None),
         "memory_trace": memory,
     }
@@ -418,21 +423,34 @@ def summarize(soak: Soak) -> dict[str, Any]:
 
 def _memory_trend(memory: list[dict[str, Any]], duration_s: float, key: str) -> dict[str, float | None]:
     growth, first_peak, last_peak = _high_water_growth(memory, duration_s, key)
-    return {"peak_after_warmup": first_peak, "peak_at_end": last_peak, "growth_after_warmup": growth}
+    median_growth, first_median, last_median = _high_water_growth(memory, duration_s, key, np.median)
+    return {
+        "peak_after_warmup": first_peak,
+        "peak_at_end": last_peak,
+        "growth_after_warmup": growth,
+        "median_after_warmup": first_median,
+        "median_at_end": last_median,
+        "median_growth_after_warmup": median_growth,
+    }
 
 
-def _role_peaks(memory: list[dict[str, Any]], duration_s: float) -> dict[str, tuple[float, float]]:
-    """Each role's PSS high-water mark in the second fifth and in the last (MiB): who grew."""
+def _role_peaks(
+    memory: list[dict[str, Any]], duration_s: float, statistic: Callable = max
+) -> dict[str, tuple[float, float]]:
+    """Each role's PSS high-water mark (or ``statistic``) in the second fifth and in the last (MiB): who
+    grew."""
     fifth = duration_s / 5
-    peaks: dict[str, list[float]] = {}
+    samples: dict[str, tuple[list[float], list[float]]] = {}
     for m in memory:
         window = 0 if fifth <= m["t"] < 2 * fifth else 1 if m["t"] >= 4 * fifth else None
         if window is None:
             continue
         for role, mib in m.get("by_role_mib", {}).items():
-            peak = peaks.setdefault(role, [0.0, 0.0])
-            peak[window] = max(peak[window], mib)
-    return {role: (first, last) for role, (first, last) in sorted(peaks.items())}
+            samples.setdefault(role, ([], []))[window].append(mib)
+    return {
+        role: (float(statistic(first)) if first else 0.0, float(statistic(last)) if last else 0.0)
+        for role, (first, last) in sorted(samples.items())
+    }
 
 
 def _growth_text(trend: dict[str, float | None]) -> str:
@@ -470,10 +488,17 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     if summary.get("pss_mib", {}).get("peak_at_end") is not None:
         lines.append(f"- server PSS (every page once): high-water mark {_growth_text(summary['pss_mib'])}")
         lines.append(f"  - outside shared memory: {_growth_text(summary['private_mib'])}")
-        lines += [
-            f"  - {role}: {first:.0f} -> {last:.0f} MiB"
-            for role, (first, last) in summary["by_role_peak_mib"].items()
-        ]
+        pss = summary["pss_mib"]
+        if pss.get("median_at_end") is not None:
+            growth = pss["median_growth_after_warmup"]
+            lines.append(
+                f"  - median (the level between peaks): {pss['median_after_warmup']:.0f} MiB in the second "
+                f"fifth, {pss['median_at_end']:.0f} in the last ({growth:+.2%})"
+            )
+        medians = summary.get("by_role_median_mib", {})
+        for role, (first, last) in summary["by_role_peak_mib"].items():
+            median = f"; median {medians[role][0]:.0f} -> {medians[role][1]:.0f}" if role in medians else ""
+            lines.append(f"  - {role}: peak {first:.0f} -> {last:.0f} MiB{median}")
     return lines
 
 
@@ -535,7 +560,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--abandon-fraction", type=float, default=0.05)
     parser.add_argument("--abandon-after-s", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--allocator", choices=CHOICES, default=SYSTEM, help="serve --allocator (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `magnet-triton serve` argument, e.g. "
+        "--serve-arg=--triton-arg=--grpc-infer-allocation-pool-size=1 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    allocator = choose_allocator(args.allocator)  # refused here, not after an export
     args.out.mkdir(parents=True, exist_ok=True)
     record = machine_record()
     repository = args.repository or _export(
@@ -558,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             str(metrics),
             "--log-file",
             str(args.out / "tritonserver.log"),
+            "--allocator",
+            allocator.name,
+            *args.serve_arg,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -599,10 +639,13 @@ def main(argv: list[str] | None = None) -> int:
     summary["machine"] = record
     summary["image"] = image.name
     summary["repository"] = str(repository)
+    summary["allocator"] = allocator.describe()
+    summary["serve_args"] = args.serve_arg
     write_json(args.out / "soak.json", summary)
     lines = [
         *record_lines(record),
         f"- image: {image.name}",
+        f"- malloc: {summary['allocator']}; serve arguments added: {' '.join(args.serve_arg) or 'none'}",
         *report_lines(summary),
         f"- stop took {summary['stop_s']:.1f} s",
         abandon_line(abandon),

@@ -26,6 +26,7 @@ from magnet_triton.errors import MagnetError
 from magnet_triton.server import ServerInstall, TritonServer, find_tritonserver
 from magnet_triton.server import install as install_mod
 from magnet_triton.server import process as process_mod
+from magnet_triton.server.allocator import choose_allocator
 
 REPO = Path(__file__).parent / "fixtures" / "identity_repo"
 
@@ -197,6 +198,23 @@ class TestRealServer:
         assert not list(Path("/dev/shm").glob(f"{prefix}*"))
         assert server.is_running()
 
+    def test_the_chosen_allocator_is_preloaded_into_the_server_and_every_stub(self, server, install):
+        try:
+            allocator = choose_allocator("tcmalloc")
+        except MagnetError as e:
+            pytest.skip(str(e))
+
+        def mapped(pid: int) -> bool:
+            return allocator.library in Path(f"/proc/{pid}/maps").read_text()
+
+        if "LD_PRELOAD" not in os.environ:  # without one, the module's server runs glibc's malloc
+            assert not mapped(server.pid)
+        with TritonServer(REPO, install=install, startup_timeout_s=60, allocator=allocator) as s:
+            assert s.ready_models() == ["bls", "identity"]
+            stubs = s.live_stubs()
+            assert len(stubs) >= 2  # one per model instance
+            assert mapped(s.pid) and all(mapped(stub.pid) for stub in stubs)
+
     def test_a_model_that_fails_to_load_raises_with_the_server_log(self, tmp_path, install):
         model = tmp_path / "broken" / "1"
         model.mkdir(parents=True)
@@ -239,6 +257,7 @@ class TestRealServer:
             assert "HTTP     off" in text
             assert "shared-memory, model-repository, logging, trace APIs closed (a generated key" in text
             assert "watch    stubs every 0.5 s, probes every 30 s" in text
+            assert "malloc   glibc malloc (nothing preloaded)" in text  # --allocator system
             proc.send_signal(signal.SIGTERM)
             rest, _ = proc.communicate(timeout=60)
         finally:

@@ -100,3 +100,20 @@ def test_the_pss_trends_and_each_roles_peaks_are_reported_beside_the_rss():
         "magnet_backbone": (500.0, 500.0),
         "magnet_pipeline": (300.0, 330.0),
     }
+
+
+def test_the_median_level_ignores_overlapping_requests_and_reload_dips_but_not_a_shift():
+    # Duration 100 s. Second fifth (20-40 s): level 1000 with one overlap spike to 1400. Last fifth (80 s
+    # on): level 1000 with a spike to 1500 and a reload dip to 300. The high-water mark says +7 %; the
+    # median (1000 -> 1000) says nothing grew.
+    flat = [(20, 1000), (25, 1400), (30, 1000), (35, 1000), (80, 1000), (85, 1500), (90, 300), (95, 1000)]
+    memory = [{"t": t, "rss_mib": v, "pss_mib": v, "private_mib": v, "shm_mib": 0.0} for t, v in flat]
+    pss = summarize(soak_with([], memory=memory))["pss_mib"]
+    assert pss["growth_after_warmup"] == pytest.approx(100 / 1400)
+    assert (pss["median_after_warmup"], pss["median_at_end"]) == (1000, 1000)
+    assert pss["median_growth_after_warmup"] == 0
+    # A leak moves every sample of the last fifth up by 50: the median follows it.
+    leaked = [(t, v + 50 if t >= 80 else v) for t, v in flat]
+    memory = [{"t": t, "rss_mib": v, "pss_mib": v, "private_mib": v, "shm_mib": 0.0} for t, v in leaked]
+    pss = summarize(soak_with([], memory=memory))["pss_mib"]
+    assert pss["median_growth_after_warmup"] == pytest.approx(0.05)

@@ -14,7 +14,8 @@ SUITE=${SUITE:-bookworm}
 PYVER=${PYVER:-3.11}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 ROOTFS=${ROOTFS:-$(mktemp -d)}
-PACKAGES="python3,python3-venv,libpython${PYVER},ca-certificates"
+# libtcmalloc-minimal4: for `serve --allocator tcmalloc` (Triton's containers ship it too).
+PACKAGES="python3,python3-venv,libpython${PYVER},ca-certificates,libtcmalloc-minimal4"
 if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
     debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR"
 else

@@ -17,6 +17,7 @@ from magnet_triton.server.access import (
     AdminKey,
     GrpcTls,
 )
+from magnet_triton.server.allocator import CHOICES, SYSTEM, choose_allocator
 from magnet_triton.server.process import (
     DEFAULT_PYTHON_SHM_BYTE_SIZE,
     DEFAULT_PYTHON_SHM_GROWTH_BYTE_SIZE,
@@ -104,6 +105,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="GB",
         help="the memory this server may use: once ready, its measured footprint plus every pipeline "
         "instance's peak at the repository's pixel limit must fit, or it stops and says the limit that would",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=CHOICES,
+        default=SYSTEM,
+        help="the malloc tritonserver and its stubs run with: system is glibc's; tcmalloc or jemalloc is "
+        "preloaded (LD_PRELOAD) and must be installed. Measured in the soak, neither stopped "
+        "tritonserver's growth under load (benchmarks/RESULTS.md) (default: %(default)s)",
     )
     p.add_argument("--log-file", type=Path, help="write the server log here (default: a temporary file)")
     p.add_argument("--startup-timeout-s", type=float, default=120.0, help="default: %(default)s")
@@ -201,6 +210,7 @@ def _describe_access(args: argparse.Namespace, admin: AdminKey | None, tls: Grpc
 def _serve(args: argparse.Namespace) -> int:
     shm_bytes, pool_args = _memory_args(args)
     admin, tls = _access(args)
+    allocator = choose_allocator(args.allocator)
     server = TritonServer(
         args.model_repository,
         grpc_port=args.grpc_port or None,
@@ -216,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         admin_key=admin,
         tls=tls,
         model_control=not args.no_supervise,
+        allocator=allocator,
     )
     # SIGINT and SIGTERM both raise KeyboardInterrupt here: while starting, TritonServer.start() then
     # stops the half-started server; while serving, we stop it in order. Setting SIGINT explicitly
@@ -233,6 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"log      {server.log_path}")
             print(f"models   {', '.join(server.ready_models()) or '(none)'}")
             print(f"memory   {_memory_plan(args, server)}")
+            print(f"malloc   {allocator.describe()}")
             for line in _describe_access(args, admin, tls):
                 print(line)
             print("serving; Ctrl-C or SIGTERM stops", flush=True)

@@ -28,6 +28,7 @@ from typing import Any
 
 from magnet_triton.errors import MagnetError
 from magnet_triton.server.access import AdminKey, GrpcTls
+from magnet_triton.server.allocator import Allocator
 from magnet_triton.server.install import ServerInstall, find_tritonserver
 from magnet_triton.server.stubs import Stub, cpu_ticks, live_stubs
 
@@ -38,6 +39,11 @@ MIB = 1024 * 1024
 #: every large image grow the pool in many small steps; 64 MiB holds a float32 3 x 2048 x 2048 image.
 DEFAULT_PYTHON_SHM_BYTE_SIZE = 64 * MIB
 DEFAULT_PYTHON_SHM_GROWTH_BYTE_SIZE = 64 * MIB
+#: gRPC request/response objects Triton keeps for reuse (its default 8). Each keeps the capacity of the
+#: largest messages it held (a 2048 x 1024 answer is 12 MB), so at 8 the server's memory climbed for the
+#: whole of a soak; at 1 it stays near its level (benchmarks/RESULTS.md). A request here takes seconds,
+#: so allocating its objects afresh costs nothing measurable. A --triton-arg given later overrides it.
+GRPC_INFER_ALLOCATION_POOL_SIZE = 1
 #: How many lines of the server log a startup error quotes.
 LOG_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"^E\d{4} ")
@@ -163,6 +169,9 @@ class TritonServer:
         python_shm_default_byte_size, python_shm_growth_byte_size: Python-backend shared memory
             per model instance (``--backend-config=python,shm-...``); /dev/shm must hold them.
         install: the server to run; None calls :func:`find_tritonserver`.
+        allocator: the malloc to preload into the server and its stubs
+            (:func:`~magnet_triton.server.allocator.choose_allocator`); None keeps this process's
+            ``LD_PRELOAD``.
     """
 
     def __init__(
@@ -184,8 +193,11 @@ class TritonServer:
         admin_key: AdminKey | None = None,
         tls: GrpcTls | None = None,
         model_control: bool = False,
+        allocator: Allocator | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
+        #: preloaded into ``tritonserver`` and so into every stub it starts; None leaves LD_PRELOAD as is.
+        self.allocator = allocator
         self._requested_ports = {"grpc": grpc_port, "metrics": metrics_port}
         if http:
             self._requested_ports["http"] = http_port
@@ -288,6 +300,7 @@ class TritonServer:
                 if self.http
                 else ["--allow-http=false"]
             ),
+            f"--grpc-infer-allocation-pool-size={GRPC_INFER_ALLOCATION_POOL_SIZE}",
             "--allow-metrics=true",
             f"--metrics-address={self.host}",
             f"--metrics-port={self._ports['metrics']}",
@@ -327,6 +340,10 @@ class TritonServer:
             libs.append(env["LD_LIBRARY_PATH"])
         if libs:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+        if self.allocator is not None:
+            preload = self.allocator.preload(env.get("LD_PRELOAD"))
+            if preload:
+                env["LD_PRELOAD"] = preload
         return env
 
     def start(self) -> TritonServer:
